@@ -1,0 +1,51 @@
+"""Fill Azure's per-task/per-model defaults and check rules that span several groups.
+
+Runs before any data is read, so a job with an impossible combination fails at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from visionauto.config.schema import RootConfig
+from visionauto.errors import ConfigError
+from visionauto.models.registry import get_model_spec, model_defaults
+from visionauto.system import available_cpus
+
+CLASSIFICATION_TASKS = ("classification", "multilabel")
+
+
+def resolve_defaults(cfg: RootConfig) -> RootConfig:
+    """Return a copy of ``cfg`` with every ``None`` training default filled for its task and model.
+
+    Raises:
+        ModelError: the model does not exist or does not solve the task.
+        ConfigError: a cross-group rule is broken.
+    """
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training))
+    task, training = cfg.task.name, cfg.training
+    spec = get_model_spec(cfg.model.name, task)
+    for key, value in model_defaults(task, cfg.model.name).items():
+        if getattr(training, key) is None:
+            setattr(training, key, value)
+    if training.number_of_workers is None:
+        training.number_of_workers = min(available_cpus(), 8)
+    _check_cross_rules(cfg, spec.layer_groups)
+    return cfg
+
+
+def _check_cross_rules(cfg: RootConfig, layer_groups: str | None) -> None:
+    t = cfg.training
+    if cfg.task.name in CLASSIFICATION_TASKS and layer_groups == "vit":
+        if t.validation_crop_size != t.training_crop_size:
+            raise ConfigError(
+                f"model={cfg.model.name} is a ViT: training.validation_crop_size "
+                f"({t.validation_crop_size}) must equal training.training_crop_size "
+                f"({t.training_crop_size}). Set both to the same value."
+            )
+    if t.checkpoint_new_head and not t.checkpoint:
+        raise ConfigError("training.checkpoint_new_head=true needs training.checkpoint=<run folder "
+                          "or .ckpt> to start from.")
+    if cfg.model.weights_path and not cfg.model.pretrained:
+        raise ConfigError("model.weights_path is set but model.pretrained=false: set "
+                          "model.pretrained=true to load those weights, or drop weights_path.")
