@@ -1,0 +1,1 @@
+"""One trial: train, evaluate and package one model from a resolved config (no Hydra)."""

@@ -1,0 +1,103 @@
+"""Lightning callbacks of a trial: Azure's early stopping, metric history, MLflow logging."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping
+
+
+class DelayedEarlyStopping(EarlyStopping):
+    """Azure's early stopping: ignore the first ``delay`` evaluations, then stop after
+    ``patience`` evaluations without improvement of the primary metric (spec §1.1).
+
+    Counts are in validation evaluations, so they interact with ``evaluation_frequency``.
+    """
+
+    def __init__(self, *, monitor: str, patience: int, delay: int, mode: str = "max") -> None:
+        super().__init__(monitor=monitor, patience=patience, mode=mode, check_finite=False,
+                         check_on_train_epoch_end=False, strict=False, verbose=False)
+        self.delay = delay
+        self._evaluations = 0
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._evaluations += 1
+        if self._evaluations <= self.delay:
+            return
+        super().on_validation_end(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "evaluations": self._evaluations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._evaluations = state_dict.pop("evaluations", 0)
+        super().load_state_dict(state_dict)
+
+
+class MetricHistory(Callback):
+    """Keeps one row per evaluated epoch (for plots and metrics.json) and sends it to MLflow.
+
+    Args:
+        tracker: a :class:`visionauto.tracking.RunTracker` (or None).
+        report: optional ``fn(epoch_index, metrics)`` called after each evaluation (the sweeper's
+            pruning hook plugs in here).
+    """
+
+    def __init__(self, tracker: Any = None, report: Any = None) -> None:
+        self.tracker = tracker
+        self.report = report
+        self.rows: list[dict[str, float]] = []
+        self._train_loss: dict[int, float] = {}
+        self._epoch_start = 0.0
+        self._last_batch_end = 0.0
+        self.epoch_seconds: list[float] = []
+        self.train_images = 0
+        self.train_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        images = batch["image"] if isinstance(batch, dict) else batch[0]
+        self.train_images += len(images)
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Training time only: validation runs between the last batch and this hook.
+        seconds = self._last_batch_end - self._epoch_start
+        self.epoch_seconds.append(seconds)
+        self.train_seconds += seconds
+        loss = trainer.callback_metrics.get("train_loss_epoch")
+        if loss is not None:
+            self._train_loss[trainer.current_epoch] = float(loss)
+        if self.tracker is not None:
+            self.tracker.log_metrics({"train_loss": self._train_loss.get(trainer.current_epoch,
+                                                                         math.nan),
+                                      "epoch_seconds": seconds}, step=trainer.current_epoch)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if not k.startswith("train_loss") and getattr(v, "numel", lambda: 1)() == 1}
+        row = {"epoch": trainer.current_epoch + 1, **metrics}
+        if trainer.current_epoch in self._train_loss:
+            row["train_loss"] = self._train_loss[trainer.current_epoch]
+        self.rows.append(row)
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step=trainer.current_epoch)
+        if self.report is not None:
+            self.report(len(self.rows) - 1, metrics)
+
+    def finalize_train_loss(self) -> None:
+        """Attach train losses that arrived after their validation (Lightning order)."""
+        for row in self.rows:
+            epoch = int(row["epoch"]) - 1
+            if "train_loss" not in row and epoch in self._train_loss:
+                row["train_loss"] = self._train_loss[epoch]
