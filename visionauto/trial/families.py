@@ -133,4 +133,4 @@ class ClassificationFamily:
                        "valid_crop_size": t.validation_crop_size},
         )
         state = {k: v.detach().cpu() for k, v in self.module.model.state_dict().items()}
-        save_model(model_dir, state_dict=state, settings=settings)
+        save_model(model_dir, state_dict=state, settings=settings, overwrite=True)

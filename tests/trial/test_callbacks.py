@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from visionauto.trial.callbacks import DelayedEarlyStopping, MetricHistory
+from visionauto.trial.families import class_weights
+
+
+class _Scripted(LightningModule):
+    """Logs a scripted 'accuracy' per validation; trains nothing of interest."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = scores
+        self.layer = torch.nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        self.log("accuracy", self.scores[self.current_epoch], batch_size=1)
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _fit(scores: list[float], callbacks: list) -> Trainer:
+    data = DataLoader(TensorDataset(torch.ones(2, 1)), batch_size=2)
+    trainer = Trainer(max_epochs=len(scores), callbacks=callbacks, logger=False,
+                      enable_progress_bar=False, enable_checkpointing=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(_Scripted(scores), train_dataloaders=data, val_dataloaders=data)
+    return trainer
+
+
+def test_early_stopping_waits_delay_evaluations_then_counts_patience() -> None:
+    # Improves only during the delay; after it, tracking starts at evaluation 3 (0.3) and
+    # 2 evaluations without improvement stop the run after evaluation 5.
+    scores = [0.1, 0.2, 0.3, 0.25, 0.2, 0.9, 0.9, 0.9]
+    history = MetricHistory()
+    trainer = _fit(scores, [DelayedEarlyStopping(monitor="accuracy", patience=2, delay=2), history])
+    assert len(history.rows) == 5
+    assert trainer.current_epoch == 5
+
+
+def test_no_stop_while_improving() -> None:
+    history = MetricHistory()
+    _fit([0.1, 0.2, 0.3, 0.4, 0.5], [DelayedEarlyStopping(monitor="accuracy", patience=1, delay=0),
+                                     history])
+    assert [r["accuracy"] for r in history.rows] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_history_reports_each_evaluation_to_the_hook() -> None:
+    seen: list[tuple[int, float]] = []
+    _fit([0.5, 0.6, 0.7], [MetricHistory(report=lambda i, m: seen.append((i, m["accuracy"])))])
+    assert [i for i, _ in seen] == [0, 1, 2]
+    assert [v for _, v in seen] == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_class_weights_follow_weighted_loss_modes() -> None:
+    counts = torch.tensor([10.0, 30.0])
+    assert class_weights(counts, 40, multilabel=False, mode=0) is None
+    assert class_weights(counts, 40, multilabel=False, mode=2) == [2.0, 0.666667]
+    w1 = class_weights(counts, 40, multilabel=False, mode=1)
+    assert w1 == [round(2.0 ** 0.5, 6), round((2 / 3) ** 0.5, 6)]
+    assert class_weights(counts, 40, multilabel=True, mode=2) == [3.0, 0.333333]
