@@ -75,6 +75,8 @@ def plain_loop_images_per_second(run_dir: Path, epochs: int) -> float:
                         drop_last=len(ds) > t.training_batch_size)
     model = create_model("classification", cfg.model.name, num_classes=len(classes),
                          pretrained=True)
+    if cfg.trainer.channels_last:  # same memory format as the trial
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=t.learning_rate, momentum=0.9, nesterov=True,
                           weight_decay=1e-4)
     model.train()
@@ -82,7 +84,10 @@ def plain_loop_images_per_second(run_dir: Path, epochs: int) -> float:
     for _ in range(epochs):
         start = time.perf_counter()
         for batch in loader:
-            loss = F.cross_entropy(model(batch["image"]), batch["target"])
+            x = batch["image"]
+            if cfg.trainer.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), batch["target"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -111,17 +116,17 @@ def main() -> None:
             print(f"[1] throughput: visionauto {ours:.1f} img/s, plain loop {plain:.1f} img/s, "
                   f"ratio {ours / plain:.3f} (target >= 0.95)")
         if "multiclass" in only:
+            # Azure's defaults (15 epochs, lr 0.01, warmup_cosine, early stopping) but batch 16:
+            # 78 would make 2 optimizer steps per epoch on 108 training images.
             metrics, wall = train_cli(work, "multiclass", [
-                *common, "training.number_of_epochs=12", "training.training_batch_size=16",
-                "training.early_stopping=false"])
+                *common, "training.training_batch_size=16"])
             print(f"[2] fridge multiclass: accuracy {metrics['primary_metric_value']:.4f} "
                   f"in {wall:.0f} s wall ({metrics['train_seconds']:.0f} s training), "
                   f"target >= 0.95 within 300 s")
         if "multilabel" in only:
             metrics, wall = train_cli(work, "multilabel", [
                 "task=multilabel", f"data.train={ml}", "model=efficientnet_lite0",
-                "training.number_of_epochs=15", "training.training_batch_size=16",
-                "training.early_stopping=false"])
+                "training.training_batch_size=16"])
             print(f"[3] fridge multilabel: iou {metrics['primary_metric_value']:.4f} "
                   f"in {wall:.0f} s wall, target >= 0.85")
 

@@ -19,7 +19,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from visionauto.config import save_config, to_objects
-from visionauto.config.resolve import resolve_defaults
 from visionauto.config.store import register_configs
 from visionauto.errors import VisionAutoError
 
@@ -42,6 +41,7 @@ def run_job(cfg: DictConfig) -> float | None:
 
 
 def _run_job(cfg: DictConfig) -> float | None:
+    from visionauto.config.resolve import resolve_defaults
     from visionauto.data.prepare import prepare_data
 
     job = resolve_defaults(to_objects(cfg))

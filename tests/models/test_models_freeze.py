@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from visionauto.errors import ConfigError
-from visionauto.models import LAYER_GROUPS, create_model, freeze_layers, get_model_spec
+from visionauto.models import create_model, get_model_spec
+from visionauto.models.freeze import LAYER_GROUPS, freeze_layers
 
 
 def _frozen_top_modules(model: torch.nn.Module) -> set[str]:

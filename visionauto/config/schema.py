@@ -216,6 +216,8 @@ class TrainerConfig:
     deterministic: bool = False
     # torch intra-op threads; None = all cores available to this process.
     num_threads: int | None = None
+    # NHWC memory format for convolution nets (faster on CPUs and on GPUs with mixed precision).
+    channels_last: bool = True
     enable_progress_bar: bool = True
     log_every_n_steps: int = 10
     # Fractions or counts of batches, for smoke runs and tests.

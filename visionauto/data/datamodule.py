@@ -126,7 +126,10 @@ class ClassificationDataModule(L.LightningDataModule):
             batch_size=self.training_batch_size,
             shuffle=True,
             generator=generator,
-            drop_last=len(self.train_dataset) > self.training_batch_size,
+            # Drop only a last batch of one image (BatchNorm cannot train on it): dropping a
+            # whole partial batch would waste up to half of a small dataset every epoch.
+            drop_last=len(self.train_dataset) % self.training_batch_size == 1
+            and len(self.train_dataset) > 1,
             **self._loader_kwargs(),
         )
 

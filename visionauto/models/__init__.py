@@ -1,8 +1,10 @@
-"""Models: the static registry (Azure names + any timm name) and the ``create_model`` factory."""
+"""Models: the static registry (Azure names + any timm name) and the ``create_model`` factory.
+
+Layer freezing lives in :mod:`visionauto.models.freeze`.
+"""
 
 from __future__ import annotations
 
-from visionauto.models.freeze import LAYER_GROUPS, freeze_layers
 from visionauto.models.registry import (
     MODELS,
     ModelSpec,
@@ -12,11 +14,9 @@ from visionauto.models.registry import (
 )
 
 __all__ = [
-    "LAYER_GROUPS",
     "MODELS",
     "ModelSpec",
     "create_model",
-    "freeze_layers",
     "get_model_spec",
     "model_defaults",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import timm
+import torch
 from torch import nn
 
 from visionauto.errors import ModelError
@@ -70,16 +71,46 @@ def build_timm_classifier(
         model = timm.create_model(
             spec.builder_name, pretrained=False, num_classes=num_classes, **kwargs
         )
+        before = _head_snapshot(model)
         load_weights(model, state, source=str(weights_path), model_label=label)
+        if before is not None and torch.equal(before, _head_snapshot(model)):
+            init_new_head(model)  # the file's head had another size and was skipped
         return model
     if pretrained and spec.builder_name in _OFFLINE_IMAGENET:
         model = timm.create_model(
             spec.builder_name, pretrained=False, num_classes=num_classes, **kwargs
         )
         _OFFLINE_IMAGENET[spec.builder_name](model)
-        return model
-    if pretrained:
-        return create_pretrained_timm(
+    elif pretrained:
+        model = create_pretrained_timm(
             spec.builder_name, model_label=label, num_classes=num_classes, **kwargs
         )
-    return timm.create_model(spec.builder_name, pretrained=False, num_classes=num_classes, **kwargs)
+    else:
+        return timm.create_model(
+            spec.builder_name, pretrained=False, num_classes=num_classes, **kwargs
+        )
+    if num_classes != model.pretrained_cfg.get("num_classes", 1000):
+        init_new_head(model)
+    return model
+
+
+def init_new_head(model: nn.Module) -> None:
+    """Small initial weights for a new head on a pretrained backbone.
+
+    timm initialises EfficientNet/MobileNet heads uniformly in ±1/sqrt(num_classes): with 4
+    classes that is ±0.5, so the first logits are huge, the first gradients wreck the pretrained
+    features, and fine-tuning on a small dataset ends far below a linear probe. A near-zero head
+    (std 0.01, zero bias) starts from uniform probabilities instead.
+    """
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for module in head.modules() if isinstance(head, nn.Module) else ():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def _head_snapshot(model: nn.Module) -> torch.Tensor | None:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    weight = getattr(head, "weight", None)
+    return weight.detach().clone() if isinstance(weight, torch.Tensor) else None

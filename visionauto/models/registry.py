@@ -11,12 +11,12 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import timm
-import torch
+from typing import TYPE_CHECKING, Any
 
 from visionauto.errors import ModelError
+
+if TYPE_CHECKING:  # timm and torch load lazily: composing a config must stay fast
+    import torch
 
 CLASSIFICATION_TASKS = ("classification", "multilabel")
 
@@ -106,6 +106,8 @@ def _infer_layer_groups(timm_name: str) -> str | None:
 
 def _timm_spec(name: str) -> ModelSpec:
     """A spec built on the fly for any timm model name (a generic timm classifier)."""
+    import timm
+
     cfg = timm.get_pretrained_cfg(name, allow_unregistered=True)
     input_size = cfg.input_size if cfg is not None else None
     image_size = int(input_size[-1]) if input_size else 224
@@ -115,6 +117,8 @@ def _timm_spec(name: str) -> ModelSpec:
 
 
 def _unknown_name_error(name: str) -> ModelError:
+    import timm
+
     catalog = list(MODELS)
     close = difflib.get_close_matches(name, catalog, n=5, cutoff=0.5)
     close += [
@@ -143,6 +147,8 @@ def get_model_spec(name: str, task: str | None = None) -> ModelSpec:
     """
     spec = MODELS.get(name)
     if spec is None:
+        import timm
+
         if not timm.is_model(name):
             raise _unknown_name_error(name)
         spec = _timm_spec(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 import logging
 import os
 import sys
@@ -15,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run one visionauto trial from a run folder.")
     parser.add_argument("run_dir", help="folder holding config.yaml (results are written there)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[visionauto] %(message)s")
+    _configure_logging()
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 on torch 2.14
     from visionauto.config import load_config
     from visionauto.trial.runner import run_trial
 
@@ -29,6 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[visionauto] {result['primary_metric']} = {result['primary_metric_value']:.4f} "
           f"after {result['epochs_run']} epochs ({result['train_seconds']:.1f} s)")
     return 0
+
+
+def _configure_logging() -> None:
+    """Our progress lines once, Lightning's own, and no tips or per-file MLflow progress bars."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[visionauto] %(message)s"))
+    ours = logging.getLogger("visionauto")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage())
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 if __name__ == "__main__":

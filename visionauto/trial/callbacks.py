@@ -82,7 +82,7 @@ class MetricHistory(Callback):
                                       "epoch_seconds": seconds}, step=trainer.current_epoch)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != "fit":  # not the final re-evaluation
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if not k.startswith("train_loss") and getattr(v, "numel", lambda: 1)() == 1}

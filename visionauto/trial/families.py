@@ -91,6 +91,7 @@ class ClassificationFamily:
             optim=optim_settings(t), layers_to_freeze=t.layers_to_freeze,
             class_weights=class_weights(counts, len(train), multilabel=multilabel,
                                         mode=t.weighted_loss),
+            channels_last=cfg.trainer.channels_last,
         )
         if warm is not None:
             fresh = apply_warm_start(self.module.model, warm, model_name=cfg.model.name,
