@@ -145,7 +145,7 @@ def test_datamodule_batches(tmp_path: Path) -> None:
     dm = _datamodule(tmp_path, 10)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
-    assert len(batches) == 2  # 10 images, batch 4, last partial batch dropped
+    assert [len(b["target"]) for b in batches] == [4, 4, 2]  # a partial batch is kept
     assert batches[0]["image"].shape == (4, 3, 32, 32)
     assert batches[0]["target"].shape == (4,) and batches[0]["target"].dtype == torch.int64
     val = list(dm.val_dataloader())
@@ -155,6 +155,12 @@ def test_datamodule_batches(tmp_path: Path) -> None:
     again = _datamodule(tmp_path, 10)
     again.setup("fit")
     assert torch.equal(next(iter(again.train_dataloader()))["target"], batches[0]["target"])
+
+
+def test_datamodule_drops_a_last_batch_of_one_image(tmp_path: Path) -> None:
+    dm = _datamodule(tmp_path, 9)  # 9 = 4 + 4 + 1: BatchNorm cannot train on one image
+    dm.setup("fit")
+    assert [len(b["target"]) for b in dm.train_dataloader()] == [4, 4]
 
 
 def test_datamodule_small_train_set_keeps_its_only_batch(tmp_path: Path) -> None:
