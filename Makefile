@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test venv lint clean bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hydra_plugins/visionauto_sweeper/__init__.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -21,11 +21,12 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not gpu and not network"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check visionauto tests scripts
-	$(VENV)/bin/ruff format --check visionauto tests scripts
+	$(VENV)/bin/ruff check visionauto hydra_plugins tests scripts
+	$(VENV)/bin/ruff format --check visionauto hydra_plugins tests scripts
 
 bench: $(STAMP)
 	$(PY) scripts/bench_classification.py
+	$(PY) scripts/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

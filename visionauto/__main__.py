@@ -2,12 +2,13 @@
 
 The Hydra app: compose ``conf/`` against the schemas, validate the data once, then run the trial
 in a subprocess (``python -m visionauto.trial <run_dir>``) so Lightning's DDP launcher can
-re-execute it safely. User errors print one clear message and exit with code 2.
+re-execute it safely. With ``-m`` Hydra hands the command line to our sweeper
+(``hydra/sweeper=visionauto``, :mod:`hydra_plugins.visionauto_sweeper`), which runs a study of
+such trials. User errors print one clear message and exit with code 2.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import subprocess
@@ -18,9 +19,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from visionauto.config import save_config, to_objects
+from visionauto.config import to_objects
 from visionauto.config.store import register_configs
 from visionauto.errors import VisionAutoError
+from visionauto.job import mark_started, started
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("visionauto")
@@ -33,6 +35,7 @@ def run_job(cfg: DictConfig) -> float | None:
     """Validate config and data into the run folder, then train one trial there."""
     global _composed
     _composed = True
+    mark_started()
     try:
         return _run_job(cfg)
     except VisionAutoError as err:
@@ -42,20 +45,16 @@ def run_job(cfg: DictConfig) -> float | None:
 
 def _run_job(cfg: DictConfig) -> float | None:
     from visionauto.config.resolve import resolve_defaults
-    from visionauto.data.prepare import prepare_data
+    from visionauto.job.prepare import job_output_root, prepare_job_data, write_trial_config
 
     job = resolve_defaults(to_objects(cfg))
+    if job.limits.max_trials > 1:
+        log.warning("limits.max_trials=%d is set but this is a single run: add -m to run a "
+                    "sweep (python -m visionauto ... -m).", job.limits.max_trials)
     run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
-    cwd = Path(HydraConfig.get().runtime.cwd)
-    output_root = Path(job.output_root) if job.output_root else cwd / "outputs"
-    prepared = prepare_data(job.data, task=job.task.name,
-                            validation_data_size=job.training.validation_data_size,
-                            seed=job.training.random_seed, out_dir=run_dir)
-    job = dataclasses.replace(
-        job, output_dir=str(run_dir), output_root=str(output_root.resolve()),
-        data=dataclasses.replace(job.data, train=str(prepared.train_path),
-                                 validation=str(prepared.validation_path), prepared=True))
-    save_config(job, run_dir / "config.yaml")
+    output_root = job_output_root(job, Path(HydraConfig.get().runtime.cwd))
+    job = prepare_job_data(job, run_dir)
+    write_trial_config(job, run_dir, output_root=output_root)
     code = subprocess.call([sys.executable, "-m", "visionauto.trial", str(run_dir)],
                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if code != 0:
@@ -94,7 +93,7 @@ def main() -> None:
     except SystemExit as exc:
         # Hydra exits 1 on a composition error (unknown key, bad override) before the job runs:
         # that is the user's input, so it gets the user-error code.
-        if exc.code == 1 and not _composed:
+        if exc.code == 1 and not (_composed or started()):
             sys.exit(2)
         raise
 

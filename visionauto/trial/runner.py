@@ -26,6 +26,7 @@ from visionauto.system import available_cpus
 from visionauto.tracking import RunTracker
 from visionauto.trial.callbacks import DelayedEarlyStopping, MetricHistory
 from visionauto.trial.families import TaskFamily, build_family
+from visionauto.trial.pruning import StudyReporter
 
 log = logging.getLogger("visionauto.trial")
 
@@ -38,6 +39,8 @@ def run_trial(cfg: RootConfig, run_dir: str | Path, *, report: ReportFn | None =
 
     Writes into ``run_dir``: ``config.yaml`` (if absent), ``checkpoints/``, ``metrics.json``,
     ``history.csv``, ``plots/``, ``model/`` (MLflow pyfunc). Partial results stay on failure.
+    Started by a sweep (``VISIONAUTO_STUDY_*`` set), it also reports every evaluation to the
+    study, stops when pruned, and writes ``status.json`` (:mod:`visionauto.trial.pruning`).
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -63,20 +66,27 @@ def run_trial(cfg: RootConfig, run_dir: str | Path, *, report: ReportFn | None =
                          experiment_name=cfg.tracking.experiment_name, run_name=run_dir.name,
                          enabled=cfg.tracking.enabled, parent_run_id=parent_run_id,
                          tags={"visionauto.run_dir": str(run_dir), "task": cfg.task.name})
+    reporter = StudyReporter.from_env(cfg, run_dir)
     with tracker:
         tracker.log_params(dataclasses.asdict(cfg))
-        return _fit_and_save(cfg, family, run_dir, tracker, report, threads)
+        result = _fit_and_save(cfg, family, run_dir, tracker, report, threads, reporter)
+    if reporter is not None:
+        reporter.finish(result, tracker.run_id)
+    return result
 
 
 def _fit_and_save(cfg: RootConfig, family: TaskFamily, run_dir: Path, tracker: RunTracker,
-                  report: ReportFn | None, threads: int) -> dict[str, Any]:
+                  report: ReportFn | None, threads: int,
+                  reporter: StudyReporter | None = None) -> dict[str, Any]:
     t = cfg.training
     primary = cfg.task.primary_metric
-    history = MetricHistory(tracker, report)
+    history = MetricHistory(tracker, _chain(report, reporter))
     best_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=primary,
                                 mode="max", save_top_k=1, save_last=True,
                                 auto_insert_metric_name=False, enable_version_counter=False)
     callbacks: list[Any] = [history, best_ckpt]
+    if reporter is not None:
+        callbacks.append(reporter)
     if t.checkpoint_frequency:
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}",
                                          every_n_epochs=t.checkpoint_frequency, save_top_k=-1,
@@ -118,6 +128,19 @@ def _fit_and_save(cfg: RootConfig, family: TaskFamily, run_dir: Path, tracker: R
         tracker.log_artifact(run_dir / "metrics.json")
         tracker.log_artifacts(run_dir / "model", "model")
     return result
+
+
+def _chain(*hooks: ReportFn | None) -> ReportFn | None:
+    """One report hook calling each given hook in order (None when there is none)."""
+    live = [h for h in hooks if h is not None]
+    if len(live) <= 1:
+        return live[0] if live else None
+
+    def report(eval_index: int, metrics: dict[str, float]) -> None:
+        for hook in live:
+            hook(eval_index, metrics)
+
+    return report
 
 
 def _build_trainer(cfg: RootConfig, run_dir: Path, callbacks: list[Any]) -> Trainer:

@@ -1,0 +1,1 @@
+"""visionauto's Hydra sweeper (``hydra/sweeper=visionauto``): async Optuna sweeps with pruning."""
