@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test venv lint clean bench
+.PHONY: demo test venv lint clean bench bench-serve
 
 $(STAMP): pyproject.toml hydra_plugins/visionauto_sweeper/__init__.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_classification.py
 	$(PY) scripts/bench_sweep.py
+
+bench-serve: $(STAMP)
+	$(PY) scripts/bench_serve.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -302,15 +302,39 @@ def resolve_model_dir(ref: str | Path) -> Path:
     )
 
 
-def load_predictor(ref: str | Path, **kw: Any) -> Predictor:
-    """Loads a :class:`Predictor` from a model, run or sweep folder.
+def load_predictor(ref: str | Path, *, tracking_uri: str | None = None, **kw: Any) -> Predictor:
+    """Loads a :class:`Predictor` from a folder or the MLflow model registry.
 
     Args:
-        ref: a model folder (``MLmodel`` + ``settings.json``), a run folder (``model/``) or a
-            sweep folder (``best/model/``).
+        ref: a model folder (``MLmodel`` + ``settings.json``), a run folder (``model/``), a
+            sweep folder (``best/model/``), or a registered model ``models:/NAME@alias`` /
+            ``models:/NAME/VERSION`` (see :mod:`visionauto.packaging.registry`).
+        tracking_uri: the registry of ``models:/`` refs (default ``$MLFLOW_TRACKING_URI``, else
+            ``outputs/mlflow.db`` under the current folder); ignored for folders.
         **kw: passed to :meth:`Predictor.from_folder` (``settings_overrides``, ``device``).
 
     Raises:
         ModelError: nothing loadable at ``ref``.
     """
+    if isinstance(ref, str) and ref.startswith("models:/"):
+        from visionauto.packaging.registry import load_registered_predictor
+
+        return load_registered_predictor(ref, tracking_uri=tracking_uri, **kw)
     return Predictor.from_folder(resolve_model_dir(ref), **kw)
+
+
+def parse_setting_pairs(pairs: list[str] | None) -> dict[str, str]:
+    """``["valid_crop_size=256", ...]`` -> ``{"valid_crop_size": "256"}`` (values converted later).
+
+    Raises:
+        ConfigError: an item has no ``=`` or an empty key.
+    """
+    settings: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--setting {pair!r} is invalid: write KEY=VALUE, e.g. --setting valid_crop_size=256."
+            )
+        settings[key.strip()] = value.strip()
+    return settings
