@@ -70,7 +70,7 @@ def test_dockerfile_structure(kind: str) -> None:
     index = "cpu" if kind == "cpu" else "cu128"
     runs = " ".join(instruction(path, "RUN"))
     assert f"--index-url https://download.pytorch.org/whl/{index}" in runs
-    assert 'pip install ".[serve]"' in runs
+    assert 'pip install ".[serve,xai]"' in runs
     for copy in instruction(path, "COPY"):  # every COPY source exists in the build context
         for source in copy.split()[:-1]:
             assert (REPO / source).exists(), f"{path.name}: COPY {source} is missing"

@@ -110,17 +110,24 @@ def test_base64_with_newlines_and_the_mlflow_body(
         assert_probs(response.json(), expected)
 
 
-def test_xai_cell_form_scores_and_explanations_are_refused_clearly(
+def test_xai_cell_form_scores_and_explains(
     client: httpx.Client, images: list[bytes], predictor
 ) -> None:
     cell = json.dumps({"image_base64": b64(images[0]), "model_explainability": False})
     response = client.post("/score", json={"input_data": {"columns": ["image"], "data": [cell]}})
     assert response.status_code == 200
     assert_probs(response.json(), predictor.predict(images[:1]))
-    cell = json.dumps({"image_base64": b64(images[0]), "model_explainability": True})
+    cell = json.dumps(
+        {
+            "image_base64": b64(images[0]),
+            "model_explainability": True,
+            "xai_parameters": {"xai_algorithm": "guided_backprop"},
+        }
+    )
     response = client.post("/score", json={"input_data": {"columns": ["image"], "data": [cell]}})
-    assert response.status_code == 501
-    assert "model_explainability=true is not supported" in response.json()["error"]
+    assert response.status_code == 200
+    assert list(response.json()[0]) == ["probs", "labels", "visualizations"]
+    assert_probs(response.json(), predictor.predict(images[:1]), atol=1e-5)
 
 
 @pytest.mark.parametrize("key", ["settings", "params"])

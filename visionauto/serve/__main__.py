@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--max-wait-ms", type=float, default=5.0, help="batching wait (ms)")
     net.add_argument("--max-request-bytes", type=int, default=32 * 1024 * 1024)
     net.add_argument("--max-images-per-request", type=int, default=64)
+    net.add_argument(
+        "--explain-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="limit of one model_explainability request, queueing included (504 beyond)",
+    )
     net.add_argument("--reload-interval", type=float, default=1.0, help="deployments file poll (s)")
     net.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
@@ -93,6 +100,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--max-wait-ms", args.max_wait_ms, 0),
         ("--max-request-bytes", args.max_request_bytes, 1),
         ("--max-images-per-request", args.max_images_per_request, 1),
+        ("--explain-timeout", args.explain_timeout, 0.001),
         ("--port", args.port, 0),
     ):
         if value < minimum:
@@ -216,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(
         deployments,
         auth_key=auth_key,
-        limits=Limits(args.max_request_bytes, args.max_images_per_request),
+        limits=Limits(
+            args.max_request_bytes,
+            args.max_images_per_request,
+            explain_timeout_s=args.explain_timeout,
+        ),
         watcher=watcher,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -5,7 +5,11 @@ Routes:
     MLflow's ``{"dataframe_split": {"columns": ["image"], "data": [[<b64>], ...]}}``, with
     optional per-request inference settings under ``"settings"`` or ``"params"``. Answers
     Azure's list, one object per image (spec §4.2), and names the deployment that answered in
-    the ``azureml-model-deployment`` response header.
+    the ``azureml-model-deployment`` response header. With ``model_explainability: true`` (in
+    the first data cell, Azure's form ``{"image_base64": ..., "model_explainability": true,
+    "xai_parameters": {...}}``, or at the top level of the body) each object also carries
+    ``visualizations`` / ``attributions`` (spec §4.3); explanations skip micro-batching, run one
+    at a time and answer 504 after ``Limits.explain_timeout_s``.
     ``GET /health/live``: 200 while the process serves. ``GET /health/ready``: 503 until every
     deployment is loaded, then 200. ``GET /deployments``, ``PUT /deployments/traffic``: see
     :mod:`visionauto.serve.deployments`.
@@ -21,12 +25,13 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 
 BODY_KEYS = ("input_data", "dataframe_split")
 SETTINGS_KEYS = ("settings", "params")
+XAI_KEYS = ("model_explainability", "xai_parameters")
 _SCHEMA_HINT = (
     '{"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}} or '
     '{"dataframe_split": {"columns": ["image"], "data": [["<base64 image>"], ...]}}'
@@ -51,10 +57,12 @@ _SCHEMA_HINT = (
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits: body size in bytes (413 beyond) and images per request (413 beyond)."""
+    """Request limits: body size in bytes (413 beyond), images per request (413 beyond), and
+    seconds an explanation request may take, queueing included (504 beyond)."""
 
     max_request_bytes: int = 32 * 1024 * 1024
     max_images_per_request: int = 64
+    explain_timeout_s: float = 300.0
 
 
 class RequestError(Exception):
@@ -69,11 +77,13 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """A parsed scoring body: the ``image`` cells and the per-request settings."""
+    """A parsed scoring body: the ``image`` cells, the per-request settings and, for an
+    explanation request, the raw ``xai_parameters`` (validated later, against the model)."""
 
     cells: list[Any]
     overrides: dict[str, Any]
     explain: bool
+    xai_parameters: dict[str, Any] | None = None
 
 
 def create_app(
@@ -92,6 +102,8 @@ def create_app(
         watcher: re-reads the deployments file's traffic while the app runs.
     """
     limits = limits or Limits()
+    # Explanations take seconds to minutes of every core: one at a time, beside the scoring.
+    explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionauto-explain")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +116,7 @@ def create_app(
         if watcher is not None:
             watcher.stop()
         await asyncio.gather(*(d.batcher.stop() for d in deployments.deployments.values()))
+        explain_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="visionauto endpoint",
@@ -116,7 +129,7 @@ def create_app(
     auth = [Depends(_key_checker(auth_key))]
     _add_probes(app, deployments)
     _add_deployment_routes(app, deployments, auth, limits)
-    _add_score_route(app, deployments, auth, limits)
+    _add_score_route(app, deployments, auth, limits, explain_pool)
     return app
 
 
@@ -169,16 +182,28 @@ def _add_deployment_routes(
             raise RequestError(400, str(err)) from None
 
 
-def _add_score_route(app: FastAPI, deployments: DeploymentSet, auth: list, limits: Limits) -> None:
+def _add_score_route(
+    app: FastAPI,
+    deployments: DeploymentSet,
+    auth: list,
+    limits: Limits,
+    explain_pool: ThreadPoolExecutor,
+) -> None:
     @app.post("/score", dependencies=auth)
-    async def score(request: Request) -> JSONResponse:
+    async def score(request: Request) -> Response:
         deployment = _pick(deployments, request.headers.get(PIN_HEADER))
         ticket = deployment.batcher.announce()  # the batcher may wait for this one
         try:
             raw = await read_body(request, limits.max_request_bytes)
             parsed = parse_score_body(_parse_json(raw), limits.max_images_per_request)
             if parsed.explain:
-                explain_unsupported()
+                from visionauto.serve.explaining import explain_request
+
+                ticket.close()  # explanations skip the batcher: it must not wait for this one
+                content = await explain_request(deployment, parsed, limits, explain_pool)
+                return Response(
+                    content, media_type="application/json", headers={PIN_HEADER: deployment.name}
+                )
             overrides = _check_overrides(deployment.predictor.settings, parsed.overrides)
             images = await run_in_threadpool(decode_images, parsed.cells)
             results = await deployment.batcher.submit(images, overrides, ticket=ticket)
@@ -187,15 +212,6 @@ def _add_score_route(app: FastAPI, deployments: DeploymentSet, auth: list, limit
         finally:
             ticket.close()
         return JSONResponse(results, headers={PIN_HEADER: deployment.name})
-
-
-def explain_unsupported() -> None:
-    """Answers an explanation request (spec §4.3); explanations plug in here."""
-    raise RequestError(
-        501,
-        "model_explainability=true is not supported by this version of visionauto: "
-        "send model_explainability=false or plain base64 images.",
-    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -297,26 +313,64 @@ def parse_score_body(body: Any, max_images: int) -> ScoreRequest:
             f"{key}.data has {len(rows)} images, over the limit of {max_images} per request: "
             "split the request, or start the endpoint with a larger --max-images-per-request.",
         )
-    cells, explain = [], False
+    cells, first_flags = [], {}
     for index, row in enumerate(rows):
         cell = row[0] if isinstance(row, list) and len(row) == 1 else row
-        cell, wants = _unwrap_explain_cell(cell, f"{key}.data[{index}]")
-        explain = explain or (index == 0 and wants)  # Azure reads the flags of the first row
+        cell, flags = _unwrap_explain_cell(cell, f"{key}.data[{index}]")
+        if index == 0:  # Azure reads the flags of the first row and applies them to all
+            first_flags = flags
         cells.append(cell)
-    return ScoreRequest(cells=cells, overrides=_settings_of(body), explain=explain)
+    explain, xai_parameters = _xai_flags(body, first_flags, f"{key}.data[0]")
+    return ScoreRequest(
+        cells=cells,
+        overrides=_settings_of(body),
+        explain=explain,
+        xai_parameters=xai_parameters,
+    )
 
 
-def _unwrap_explain_cell(cell: Any, where: str) -> tuple[Any, bool]:
-    """A cell may be the JSON string ``{"image_base64": ..., "model_explainability": ...}``."""
+def _unwrap_explain_cell(cell: Any, where: str) -> tuple[Any, dict[str, Any]]:
+    """A cell may be the JSON string ``{"image_base64": ..., "model_explainability": ...}``.
+
+    Returns:
+        The image cell and the explanation keys the cell gave (``XAI_KEYS``; may be empty).
+    """
     if not (isinstance(cell, str) and cell.lstrip().startswith("{")):
-        return cell, False
+        return cell, {}
     try:
         obj = json.loads(cell)
     except json.JSONDecodeError as err:
         raise RequestError(400, f"{where} looks like JSON but is not valid: {err}.") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("image_base64"), str):
         raise RequestError(400, f"{where} is a JSON object without an 'image_base64' string.")
-    return obj["image_base64"], bool(obj.get("model_explainability", False))
+    return obj["image_base64"], {k: obj[k] for k in XAI_KEYS if obj.get(k) is not None}
+
+
+def _xai_flags(
+    body: dict, cell_flags: dict[str, Any], cell_where: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """``(model_explainability, xai_parameters)`` from the first cell or the top of the body."""
+    top = {k: body[k] for k in XAI_KEYS if body.get(k) is not None}
+    if top and cell_flags:
+        raise RequestError(
+            400,
+            f"model_explainability/xai_parameters are given both in {cell_where} and at the top "
+            "of the body: give them once (Azure's form is the first data cell).",
+        )
+    flags, where = (top, "the body") if top else (cell_flags, cell_where)
+    explain = flags.get("model_explainability", False)
+    if not isinstance(explain, bool):
+        raise RequestError(
+            400, f"model_explainability in {where} is {explain!r}: expected true or false."
+        )
+    parameters = flags.get("xai_parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise RequestError(
+            400,
+            f"xai_parameters in {where} must be an object like "
+            f'{{"xai_algorithm": "xrai", "n_steps": 50}}, got {parameters!r}.',
+        )
+    return explain, parameters
 
 
 def _settings_of(body: dict) -> dict[str, Any]:
