@@ -39,7 +39,7 @@ def test_every_group_option_composes(group: str) -> None:
 
 def test_defaults_follow_azure() -> None:
     cfg = _compose([])
-    assert cfg.task.name == "classification" and cfg.model.name == "seresnext"
+    assert cfg.task.name == "classification" and cfg.model.name == "auto"
     t = cfg.training
     assert (t.learning_rate_scheduler, t.optimizer, t.momentum, t.weight_decay) == (
         "warmup_cosine", "sgd", 0.9, 1e-4)
@@ -47,6 +47,14 @@ def test_defaults_follow_azure() -> None:
     assert (t.early_stopping_patience, t.early_stopping_delay, t.validation_data_size) == (5, 5, 0.2)
     assert (t.training_crop_size, t.validation_crop_size, t.validation_resize_size) == (224, 224, 256)
     assert (cfg.limits.max_trials, cfg.limits.max_concurrent_trials) == (1, 1)
+
+
+@pytest.mark.parametrize(("task", "model"), [
+    ("classification", "seresnext"), ("multilabel", "seresnext"),
+    ("detection", "fasterrcnn_resnet50_fpn"), ("instance_segmentation", "maskrcnn_resnet50_fpn"),
+])
+def test_model_auto_is_azure_default_of_the_task(task: str, model: str) -> None:
+    assert resolve_defaults(_compose([f"task={task}"])).model.name == model
 
 
 @pytest.mark.parametrize(("task", "model", "expected"), [

@@ -11,7 +11,6 @@ from visionauto.config import to_objects
 from visionauto.config.resolve import resolve_defaults
 from visionauto.config.schema import RootConfig
 from visionauto.config.store import register_configs
-from visionauto.errors import ConfigError
 from visionauto.sweep.automode import AutoModePlan, automode_plan
 from visionauto.sweep.pruners import BanditPruner, build_pruner
 from visionauto.sweep.samplers import build_sampler
@@ -117,10 +116,15 @@ def test_space_is_a_bayesian_space_and_policy_is_bandit() -> None:
     assert isinstance(build_pruner(et), BanditPruner)
 
 
-@pytest.mark.parametrize("task", ["detection", "instance_segmentation"])
-def test_tasks_without_a_plan_say_what_to_do(task: str) -> None:
-    with pytest.raises(
-        ConfigError,
-        match=f"AutoMode has no plan for task={task} yet .* Fix: give sweeper.search_space",
-    ):
-        automode_plan(task, max_trials=10, offline=False)
+@pytest.mark.parametrize(("task", "offline", "first"), [
+    ("detection", True, "fasterrcnn_efficientnet_lite0_fpn"),
+    ("detection", False, "fasterrcnn_resnet50_fpn"),
+    ("instance_segmentation", True, "maskrcnn_efficientnet_lite0_fpn"),
+    ("instance_segmentation", False, "maskrcnn_resnet50_fpn"),
+])
+def test_object_tasks_have_a_portfolio(task: str, offline: bool, first: str) -> None:
+    plan = automode_plan(task, max_trials=2, offline=offline)
+    assert len(plan.portfolio) == 2 and plan.portfolio[0]["model"] == first
+    assert "training.layers_to_freeze" not in plan.portfolio[0]
+    for entry in plan.portfolio:  # every entry is a point of the TPE space
+        plan.space.params_for(entry)

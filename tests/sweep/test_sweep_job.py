@@ -104,7 +104,8 @@ def test_translated_job_composes_into_our_config(tmp_path: Path) -> None:
     [
         (
             {"task": "image_object_detection"},
-            "task image_object_detection (detection) is not available in this version of visionauto",
+            "primary_metric='accuracy' is not available for this task: Azure (and visionauto) "
+            "optimize mean_average_precision for detection",
         ),
         ({"task": "tabular"}, "task='tabular' is not an AutoML image task"),
         ({"primary_metric": "iou"}, "primary_metric='iou' is not available for this task"),
@@ -144,12 +145,13 @@ def test_cli_dry_run_prints_the_command_and_reports_ignored_fields(tmp_path: Pat
     )
 
 
-def test_cli_detection_job_exits_2(tmp_path: Path) -> None:
+def test_cli_detection_job_translates(tmp_path: Path) -> None:
     job = tmp_path / "od.yml"
-    job.write_text(AZURE_JOB.replace("task: image_classification", "task: image_object_detection"))
-    proc = run_cli("run", str(job), module="visionauto.job")
-    assert proc.returncode == 2
-    assert "is not available in this version of visionauto yet" in proc.stderr
+    text = AZURE_JOB.replace("task: image_classification", "task: image_object_detection")
+    job.write_text(text.replace("primary_metric: accuracy", "primary_metric: mean_average_precision"))
+    proc = run_cli("run", str(job), "--dry-run", module="visionauto.job")
+    assert proc.returncode == 0, proc.stderr
+    assert "task=detection" in shlex.split(proc.stdout.strip())
 
 
 @pytest.mark.integration

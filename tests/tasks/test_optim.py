@@ -19,7 +19,7 @@ def test_warmup_is_linear_then_cosine_ends_near_2_4_percent() -> None:
     assert f[10] == pytest.approx(1.0)
     assert f[110] == pytest.approx(0.5 * (1 + math.cos(2 * math.pi * 0.45)))  # ≈ 0.0245
     assert f[110] == pytest.approx(0.0245, abs=1e-4)
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone after warmup
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # monotone after warmup
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])

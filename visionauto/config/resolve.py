@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from visionauto.config.schema import RootConfig
+from visionauto.config.schema import DEFAULT_MODELS, RootConfig
 from visionauto.errors import ConfigError
 from visionauto.models.registry import get_model_spec, model_defaults
 from visionauto.system import available_cpus
@@ -23,11 +23,16 @@ def resolve_defaults(cfg: RootConfig) -> RootConfig:
         ConfigError: a cross-group rule is broken.
     """
     cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training))
+    if cfg.model.name == "auto":
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, name=DEFAULT_MODELS[cfg.task.name]))
     task, training = cfg.task.name, cfg.training
     spec = get_model_spec(cfg.model.name, task)
     for key, value in model_defaults(task, cfg.model.name).items():
         if getattr(training, key) is None:
             setattr(training, key, value)
+    if training.box_score_threshold is None:  # yolov5 scores are objectness x class prob
+        training.box_score_threshold = 0.1 if cfg.model.name == "yolov5" else 0.3
     if training.number_of_workers is None:
         training.number_of_workers = min(available_cpus(), 8)
     _check_cross_rules(cfg, spec.layer_groups)
@@ -43,6 +48,17 @@ def _check_cross_rules(cfg: RootConfig, layer_groups: str | None) -> None:
                 f"({t.validation_crop_size}) must equal training.training_crop_size "
                 f"({t.training_crop_size}). Set both to the same value."
             )
+    if t.tile_grid_size:
+        if cfg.task.name != "detection" or cfg.model.name == "yolov5":
+            raise ConfigError(
+                f"training.tile_grid_size={t.tile_grid_size} works for task=detection with the "
+                f"R-CNN / RetinaNet models only (as in Azure), not task={cfg.task.name} "
+                f"model={cfg.model.name}. Drop tile_grid_size or pick e.g. "
+                "model=fasterrcnn_resnet50_fpn."
+            )
+        from visionauto.data.tiling import parse_tile_grid_size
+
+        parse_tile_grid_size(t.tile_grid_size)
     if t.checkpoint_new_head and not t.checkpoint:
         raise ConfigError("training.checkpoint_new_head=true needs training.checkpoint=<run folder "
                           "or .ckpt> to start from.")

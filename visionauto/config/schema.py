@@ -16,6 +16,13 @@ from typing import Any
 from visionauto.errors import ConfigError
 
 TASKS = ("classification", "multilabel", "detection", "instance_segmentation")
+# Azure's default model per task (spec §1.5), picked for ``model=auto`` (the default).
+DEFAULT_MODELS = {
+    "classification": "seresnext",
+    "multilabel": "seresnext",
+    "detection": "fasterrcnn_resnet50_fpn",
+    "instance_segmentation": "maskrcnn_resnet50_fpn",
+}
 PRIMARY_METRICS = {
     "classification": "accuracy",
     "multilabel": "iou",
@@ -76,7 +83,8 @@ class ModelConfig:
     file) always works offline.
     """
 
-    name: str = "seresnext"
+    # "auto" = Azure's default model of the task (see ``DEFAULT_MODELS``).
+    name: str = "auto"
     pretrained: bool = True
     weights_path: str | None = None
 
@@ -141,6 +149,27 @@ class TrainingConfig:
     training_crop_size: int = 224
     validation_crop_size: int = 224
     validation_resize_size: int = 256
+    # Object detection / instance segmentation (spec §1.3); R-CNN resize bounds and inference.
+    validation_metric_type: str = "voc"  # none | voc | coco | coco_voc
+    validation_iou_threshold: float = 0.5
+    min_size: int = 600
+    max_size: int = 1333
+    box_score_threshold: float | None = None  # None: 0.3 (R-CNN family), 0.1 (yolov5)
+    nms_iou_threshold: float = 0.5
+    box_detections_per_image: int = 100
+    # Tiling for small objects (spec §6): "3x2" tiles along width x height; None = off.
+    tile_grid_size: str | None = None
+    tile_overlap_ratio: float = 0.25
+    tile_predictions_nms_threshold: float = 0.25
+    # yolov5 (spec §1.4).
+    image_size: int = 640
+    model_size: str = "medium"  # small | medium | large | extra_large (xlarge); nano beyond Azure
+    multi_scale: bool = False
+    # Instance segmentation inference (spec §1.3).
+    mask_pixel_score_threshold: float = 0.5
+    max_number_of_polygon_points: int = 100
+    export_as_image: bool = False
+    image_type: str = "JPG"  # JPG | PNG | BMP
     # Incremental training: a previous run folder, its model/ folder, or a .ckpt file.
     checkpoint: str | None = None
     # With ``checkpoint``: allow a different class set by starting a new classification head.
@@ -151,7 +180,8 @@ class TrainingConfig:
                     "gradient_accumulation_step", "warmup_cosine_lr_warmup_epochs",
                     "step_lr_step_size", "evaluation_frequency", "checkpoint_frequency",
                     "early_stopping_patience", "training_crop_size", "validation_crop_size",
-                    "validation_resize_size"):
+                    "validation_resize_size", "min_size", "max_size", "box_detections_per_image",
+                    "image_size", "max_number_of_polygon_points"):
             _check_positive(f"training.{key}", getattr(self, key))
         for key in ("early_stopping_delay", "layers_to_freeze", "number_of_workers"):
             _check_positive(f"training.{key}", getattr(self, key), allow_zero=True)
@@ -160,6 +190,25 @@ class TrainingConfig:
             _check_range(f"training.{key}", getattr(self, key), 0.0, 1.0)
         _check_range("training.validation_data_size", self.validation_data_size, 0.0, 1.0,
                      lo_open=True, hi_open=True)
+        for key in ("box_score_threshold", "nms_iou_threshold", "tile_predictions_nms_threshold",
+                    "mask_pixel_score_threshold"):
+            _check_range(f"training.{key}", getattr(self, key), 0.0, 1.0)
+        _check_range("training.validation_iou_threshold", self.validation_iou_threshold, 0.1, 1.0)
+        _check_range("training.tile_overlap_ratio", self.tile_overlap_ratio, 0.0, 1.0,
+                     hi_open=True)
+        _check_choice("training.validation_metric_type", self.validation_metric_type,
+                      ("none", "voc", "coco", "coco_voc"))
+        if self.model_size == "xlarge":  # Azure's runtime alias
+            self.model_size = "extra_large"
+        _check_choice("training.model_size", self.model_size,
+                      ("nano", "small", "medium", "large", "extra_large"))
+        self.image_type = str(self.image_type).upper()
+        _check_choice("training.image_type", self.image_type, ("JPG", "PNG", "BMP"))
+        if self.min_size > self.max_size:
+            raise ConfigError(f"training.min_size={self.min_size} is larger than "
+                              f"training.max_size={self.max_size}: the shorter image side is "
+                              "resized to min_size unless the longer side would exceed max_size. "
+                              "Lower min_size or raise max_size.")
         _check_choice("training.learning_rate_scheduler", self.learning_rate_scheduler,
                       ("warmup_cosine", "step", "none"))
         _check_choice("training.optimizer", self.optimizer, ("sgd", "adam", "adamw"))

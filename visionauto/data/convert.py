@@ -1,16 +1,26 @@
-"""Convert common labeled-image layouts into Azure JSONL (spec §3.3).
+"""Convert labeled images and common annotation formats into Azure JSONL (spec §3.3).
 
 Usage::
 
     python -m visionauto.data.convert folder --images <root> --output train.jsonl
     python -m visionauto.data.convert folder --images <flat dir> --label-from-filename --output x.jsonl
     python -m visionauto.data.convert csv --labels labels.csv --images <dir> --output train.jsonl
+    python -m visionauto.data.convert voc --annotations Annotations/ --images JPEGImages/ \
+        [--masks SegmentationObject/] --output train.jsonl
+    python -m visionauto.data.convert masks --masks SegmentationObject/ \
+        --class-masks SegmentationClass/ --classes class_names.txt --images JPEGImages/ --output x.jsonl
+    python -m visionauto.data.convert coco --annotations instances.json --images <dir> --output x.jsonl
+    python -m visionauto.data.convert yolo --annotations labels/ --images images/ --output x.jsonl
+    python -m visionauto.data.convert labelme --annotations <dir of .json> --output x.jsonl
+    python -m visionauto.data.convert to-coco --input train.jsonl --output coco.json
 
 ``image_url`` is written relative to the output file's folder (or ``--base-url`` + the path
 relative to ``--images``), with ``image_details`` (format, width, height) read from each image.
+The object formats live in :mod:`visionauto.data.converters`; they print a summary (images,
+objects per class, skipped objects and why) and warn on stderr about every skipped object.
 Bad input stops with a message naming every bad file or CSV line and exit code 2.
-To add a format: write ``_add_<name>_args`` and ``_convert_<name>`` and add a row to
-``CONVERTERS``.
+To add a format: write ``_add_<name>_args`` and ``_convert_<name>`` (or their counterparts in
+``converters/cli.py``) and add a row to ``CONVERTERS``.
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -26,23 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visionauto.data.converters import cli as objects
+from visionauto.data.converters.common import IMAGE_EXTENSIONS, Conversion
+from visionauto.data.converters.common import image_url as _image_url
+from visionauto.data.converters.common import is_image_file as _is_image
+from visionauto.data.converters.common import raise_bad as _raise_bad
 from visionauto.data.images import read_image_size
 from visionauto.errors import DataError, VisionAutoError
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".jpe",
-    ".jfif",
-    ".png",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".gif",
-    ".webp",
-)
 _NAME_NUMBER = re.compile(r"^(?P<label>.+)_\d+$")
-_MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -54,27 +55,9 @@ class Item:
     location: str
 
 
-def _is_image(path: Path) -> bool:
-    return (
-        path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
-def _raise_bad(what: str, problems: list[str], fix: str) -> None:
-    listed = problems[:_MAX_LISTED]
-    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    raise DataError(f"{len(problems)} {what}:\n  " + "\n  ".join(listed) + more + f"\n{fix}")
-
-
 def _require_dir(path: Path, flag: str) -> None:
     if not path.is_dir():
         raise DataError(f"{flag} {path} is not a folder: give the folder that holds the images.")
-
-
-def _image_url(path: Path, output: Path, images_root: Path, base_url: str | None) -> str:
-    if base_url:
-        return base_url.rstrip("/") + "/" + path.relative_to(images_root).as_posix()
-    return Path(os.path.relpath(path.absolute(), output.absolute().parent)).as_posix()
 
 
 def build_lines(
@@ -235,11 +218,12 @@ def _convert_csv(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Converter:
-    """One subcommand: its help line, its arguments and the function producing JSONL objects."""
+    """One subcommand: its help line, its arguments and the function producing JSONL objects
+    (a list of lines, or a :class:`Conversion` with the skipped objects for its summary)."""
 
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    convert: Callable[[argparse.Namespace], list[dict[str, Any]]]
+    convert: Callable[[argparse.Namespace], list[dict[str, Any]] | Conversion]
 
 
 CONVERTERS: dict[str, Converter] = {
@@ -251,7 +235,33 @@ CONVERTERS: dict[str, Converter] = {
     "csv": Converter(
         "multilabel: CSV 'filename,labels' with space-separated labels", _add_csv_args, _convert_csv
     ),
+    "voc": Converter(
+        "detection (or instance segmentation with --masks): Pascal VOC XML files",
+        objects.add_voc_args,
+        objects.run_voc,
+    ),
+    "masks": Converter(
+        "instance segmentation: VOC SegmentationObject + SegmentationClass PNGs",
+        objects.add_masks_args,
+        objects.run_masks,
+    ),
+    "coco": Converter(
+        "detection / instance segmentation: COCO instances JSON (polygons, RLE)",
+        objects.add_coco_args,
+        objects.run_coco,
+    ),
+    "yolo": Converter(
+        "detection: YOLO txt labels + data.yaml (or --classes)",
+        objects.add_yolo_args,
+        objects.run_yolo,
+    ),
+    "labelme": Converter(
+        "instance segmentation / detection: labelme JSON files",
+        objects.add_labelme_args,
+        objects.run_labelme,
+    ),
 }
+TO_COCO = "to-coco"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="write image_url as BASE_URL/<path relative to --images> (e.g. an "
             "azureml:// datastore path) instead of a path relative to --output",
         )
+    help_text = "export: Azure JSONL -> COCO instances JSON"
+    sub = commands.add_parser(TO_COCO, help=help_text, description=help_text)
+    objects.add_to_coco_args(sub)
     return parser
 
 
@@ -299,12 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run the converter CLI; returns the exit code (2 on bad input, with a message)."""
     args = build_parser().parse_args(argv)
     try:
-        lines = CONVERTERS[args.format].convert(args)
+        if args.format == TO_COCO:
+            print(objects.run_to_coco(args))
+            return 0
+        result = CONVERTERS[args.format].convert(args)
+        lines = result.lines if isinstance(result, Conversion) else result
         write_jsonl(lines, args.output)
     except VisionAutoError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    print(f"{len(lines)} images, {_class_count(lines)} classes, written to {args.output}")
+    if isinstance(result, Conversion):
+        for warning in result.warning_lines():
+            print(warning, file=sys.stderr)
+        print(result.summary(args.output))
+    else:
+        print(f"{len(lines)} images, {_class_count(lines)} classes, written to {args.output}")
     return 0
 
 

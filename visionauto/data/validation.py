@@ -4,6 +4,11 @@ Record-level problems (a missing or corrupt image, an empty or unknown label) ar
 :class:`Issue` objects with ``fatal_for_record=True``: ``data.on_invalid=drop`` drops that record.
 Warnings (``fatal_for_record=False``) keep the record, e.g. ``image_details`` that disagree with
 the real image size (the real size is used).
+
+Detection and instance segmentation objects (boxes, polygons) are checked one by one
+(:mod:`visionauto.data.validation_objects`): an invalid object is an error that stops the job
+with ``on_invalid=error``, while ``on_invalid=drop`` removes only that object and keeps the image
+(the record passed on no longer holds it).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ class Issue:
         message: what is wrong.
         location: where, e.g. ``"/data/train.jsonl:42"`` (a file for job-level problems).
         fix: how to fix it.
-        fatal_for_record: the record cannot be used (``on_invalid=drop`` drops it); False for a
-            warning.
+        fatal_for_record: an error: ``on_invalid=error`` stops the job, ``on_invalid=drop``
+            drops the record, or only the object for the object-level codes of
+            :mod:`visionauto.data.validation_objects`. False for a warning.
     """
 
     code: str
@@ -103,6 +109,21 @@ class ValidationReport:
         (out_dir / "validation_report.json").write_text(json.dumps(payload, indent=2) + "\n")
         (out_dir / "validation_report.txt").write_text(self.to_text(max_per_code=20) + "\n")
 
+
+# Codes about one detection / segmentation object: on_invalid=drop removes the object, not the image
+# (checked in visionauto.data.validation_objects).
+OBJECT_ISSUE_CODES = frozenset(
+    {
+        "box_out_of_range",
+        "box_inverted",
+        "zero_area_box",
+        "polygon_too_few_points",
+        "polygon_odd_coordinates",
+        "polygon_out_of_range",
+        "zero_area_polygon",
+        "polygon_self_intersection",
+    }
+)
 
 _TASK_FIX = {
     "classification": 'write one class name per image, e.g. "label": "can"',
@@ -217,6 +238,16 @@ def _check_images(records: list[ImageRecord]) -> list[tuple[list[Issue], tuple[i
         return list(pool.map(_image_issues, records))
 
 
+def _given_size(record: ImageRecord) -> tuple[int, int] | None:
+    if record.width is None or record.height is None:
+        return None
+    return record.width, record.height
+
+
+def _drops_record(issue: Issue) -> bool:
+    return issue.fatal_for_record and issue.code not in OBJECT_ISSUE_CODES
+
+
 def validate_records(
     records: list[ImageRecord],
     *,
@@ -235,12 +266,14 @@ def validate_records(
 
     Returns:
         ``(valid, issues)``: the records without a fatal issue, in input order, with
-        ``width``/``height`` set to the real image size when images were checked; and all issues.
+        ``width``/``height`` set to the real image size when images were checked (object labels
+        come back parsed, clipped, and without the objects that were dropped); and all issues.
     """
     if task not in CLASSIFICATION_TASKS + OBJECT_TASKS:
         raise ValueError(f"unknown task {task!r}")
     known = set(known_classes) if known_classes is not None else None
     per_record = [_label_issues(record, task) for record in records]
+    label_ok = [not issues for issues in per_record]
     if known is not None:
         for issues, record in zip(per_record, records, strict=True):
             if not issues:
@@ -250,11 +283,22 @@ def validate_records(
         for index, (issues, size) in enumerate(_check_images(records)):
             per_record[index].extend(issues)
             sizes[index] = size
+    cleaned: list[ImageRecord | None] = list(records)
+    if task in OBJECT_TASKS:
+        # Imported here: it pulls in scikit-image and pycocotools, which classification skips.
+        from visionauto.data.validation_objects import check_objects
+
+        for index, record in enumerate(records):
+            if label_ok[index]:
+                # The image size sets how far outside [0, 1] still counts as annotation noise.
+                size = sizes[index] or _given_size(record)
+                cleaned[index], object_issues = check_objects(record, task, image_size=size)
+                per_record[index].extend(object_issues)
     valid: list[ImageRecord] = []
     all_issues: list[Issue] = []
-    for record, issues, size in zip(records, per_record, sizes, strict=True):
+    for record, issues, size in zip(cleaned, per_record, sizes, strict=True):
         all_issues.extend(issues)
-        if any(issue.fatal_for_record for issue in issues):
+        if record is None or any(_drops_record(issue) for issue in issues):
             continue
         if size is not None and size != (record.width, record.height):
             record = replace(record, width=size[0], height=size[1])

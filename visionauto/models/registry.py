@@ -1,8 +1,15 @@
 """Static model registry: Azure model names → frozen specs, and the one ``create_model`` factory.
 
-The table below is the whole catalog (spec §1.5); grep it to see what a name builds. Any other
-name that timm knows (``timm.list_models()``) is accepted as a generic timm classifier, so users
-are not limited to Azure's list: ``model=timm model.name=convnext_tiny``.
+The table below is the whole catalog (spec §1.5); grep it to see what a name builds. Users are not
+limited to Azure's list:
+
+- any name that timm knows (``timm.list_models()``) is a generic timm classifier:
+  ``model=timm model.name=convnext_tiny``;
+- ``fasterrcnn_<backbone>_fpn``, ``retinanet_<backbone>_fpn`` (detection) and
+  ``maskrcnn_<backbone>_fpn`` (instance segmentation) build torchvision's detector on any
+  backbone: a torchvision ResNet (``resnet18`` ... ``resnet152``), a classification catalog name
+  (``efficientnet_lite0``, ``seresnext``, ...) or a timm name (``convnext_tiny``), e.g.
+  ``model.name=fasterrcnn_efficientnet_lite0_fpn``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ if TYPE_CHECKING:  # timm and torch load lazily: composing a config must stay fa
     import torch
 
 CLASSIFICATION_TASKS = ("classification", "multilabel")
+DETECTION_TASKS = ("detection", "instance_segmentation")
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+_DETECTOR_NAME = re.compile(r"(?P<family>fasterrcnn|retinanet|maskrcnn)_(?P<backbone>.+)_fpn")
 
 
 @dataclass(frozen=True)
@@ -27,12 +37,19 @@ class ModelSpec:
 
     Attributes:
         name: the user-facing name (Azure name such as ``"seresnext"``, or a timm name).
-        source: which library builds it: ``"timm"`` (later: ``"torchvision"``, ``"yolo"``, ``"hf"``).
+        source: which library builds it: ``"timm"`` (classifiers), ``"torchvision"`` (Faster
+            R-CNN, RetinaNet, Mask R-CNN) or ``"yolo"`` (:mod:`visionauto.models.yolo`).
         tasks: the tasks this model can solve.
-        builder_name: the name passed to the builder, e.g. timm's ``"seresnext50_32x4d"``.
+        builder_name: the name passed to the builder: timm's name for classifiers (e.g.
+            ``"seresnext50_32x4d"``), the family for detectors (``"fasterrcnn"``, ``"retinanet"``,
+            ``"maskrcnn"``, ``"yolov5"``).
         layer_groups: key into :data:`visionauto.models.freeze.LAYER_GROUPS`, or None when
             ``layers_to_freeze`` is not supported for this model.
-        image_size: the input size the model was designed (and pretrained) for.
+        image_size: the input size the model was designed (and pretrained) for; for the torchvision
+            detectors Azure's default ``min_size``.
+        backbone: torchvision detectors: the backbone's name (``"resnet50"``, timm's
+            ``"tf_efficientnet_lite0"``); None otherwise.
+        backbone_source: ``"torchvision"`` or ``"timm"`` for torchvision detectors; None otherwise.
     """
 
     name: str
@@ -41,6 +58,8 @@ class ModelSpec:
     builder_name: str
     layer_groups: str | None
     image_size: int = 224
+    backbone: str | None = None
+    backbone_source: str | None = None
 
 
 def build_table(specs: Iterable[ModelSpec]) -> dict[str, ModelSpec]:
@@ -57,9 +76,20 @@ def _cls(name: str, builder: str, groups: str | None) -> ModelSpec:
     return ModelSpec(name, "timm", CLASSIFICATION_TASKS, builder, groups)
 
 
+def _det(family: str, backbone: str, backbone_source: str = "torchvision") -> ModelSpec:
+    """A torchvision detector spec; the name has the Azure form ``<family>_<backbone>_fpn``."""
+    task = "instance_segmentation" if family == "maskrcnn" else "detection"
+    name = f"{family}_{backbone}_fpn"
+    if backbone_source == "timm":
+        # A classification catalog alias keeps its user-facing name: efficientnet_lite0 → tf_...
+        alias = _CLASSIFIERS.get(backbone)
+        backbone = alias.builder_name if alias is not None else backbone
+    return ModelSpec(name, "torchvision", (task,), family, None, 600, backbone, backbone_source)
+
+
 # Azure's legacy classification catalog (spec §1.5) on timm's equivalents (stack-facts §8), plus
 # efficientnet_lite0 whose ImageNet weights ship with the install (works offline).
-MODELS: dict[str, ModelSpec] = build_table(
+_CLASSIFIERS: dict[str, ModelSpec] = build_table(
     [
         _cls("mobilenetv2", "mobilenetv2_100", "mobilenetv2"),
         _cls("resnet18", "resnet18", "resnet"),
@@ -76,6 +106,21 @@ MODELS: dict[str, ModelSpec] = build_table(
         _cls("efficientnet_lite0", "tf_efficientnet_lite0", "efficientnet"),
     ]
 )
+
+# Azure's detection and instance segmentation catalog (spec §1.5; default fasterrcnn_resnet50_fpn
+# and maskrcnn_resnet50_fpn). Other backbones are built on the fly by _detector_spec.
+MODELS: dict[str, ModelSpec] = build_table(
+    [
+        *_CLASSIFIERS.values(),
+        *(_det("fasterrcnn", r) for r in TORCHVISION_RESNETS),
+        _det("retinanet", "resnet50"),
+        *(_det("maskrcnn", r) for r in TORCHVISION_RESNETS),
+        ModelSpec("yolov5", "yolo", ("detection",), "yolov5", None, 640),
+    ]
+)
+
+# Azure's per-model defaults of detectors (spec §1.4): epochs, train/val batch size, lr.
+_DETECTOR_DEFAULTS = {"torchvision": (15, 2, 1, 0.005), "yolo": (30, 16, 16, 0.01)}
 
 # Per-model defaults of Azure (spec §1.4): epochs, train/val batch size, lr (multiclass, multilabel).
 _CNN_DEFAULTS = (15, 78, 78, 0.01, 0.035)
@@ -116,9 +161,55 @@ def _timm_spec(name: str) -> ModelSpec:
     )
 
 
+def _detector_spec(name: str) -> ModelSpec | None:
+    """A torchvision detector spec for ``<family>_<backbone>_fpn`` names outside the catalog."""
+    found = _DETECTOR_NAME.fullmatch(name)
+    if found is None:
+        return None
+    family, backbone = found.group("family"), found.group("backbone")
+    if backbone in TORCHVISION_RESNETS:
+        return _det(family, backbone)
+    if backbone in _CLASSIFIERS:
+        return _det(family, backbone, "timm")
+    import timm
+
+    return _det(family, backbone, "timm") if timm.is_model(backbone) else None
+
+
+def _task_models_hint(task: str) -> str:
+    """The catalog models of a task, and how to get others."""
+    fitting = ", ".join(n for n, s in MODELS.items() if task in s.tasks)
+    if task == "detection":
+        return (
+            f"Models for detection: {fitting}; or any backbone as fasterrcnn_<backbone>_fpn / "
+            "retinanet_<backbone>_fpn (a timm name or efficientnet_lite0)."
+        )
+    if task == "instance_segmentation":
+        return (
+            f"Models for instance_segmentation: {fitting}; or any backbone as "
+            "maskrcnn_<backbone>_fpn (a timm name or efficientnet_lite0)."
+        )
+    return f"Models for {task}: {fitting or 'none registered yet'}."
+
+
 def _unknown_name_error(name: str) -> ModelError:
     import timm
 
+    found = _DETECTOR_NAME.fullmatch(name)
+    if found is not None:
+        backbone = found.group("backbone")
+        close = difflib.get_close_matches(backbone, [*TORCHVISION_RESNETS, *_CLASSIFIERS], n=3)
+        close += [
+            m
+            for m in difflib.get_close_matches(backbone, timm.list_models(), n=5)
+            if m not in close
+        ]
+        hint = f" Close backbone names: {', '.join(close)}." if close else ""
+        return ModelError(
+            f"Unknown model name {name!r}: {backbone!r} is neither a torchvision ResNet "
+            f"({', '.join(TORCHVISION_RESNETS)}), a catalog classifier nor a timm model.{hint} "
+            "Fix: model.name=<fasterrcnn|retinanet|maskrcnn>_<backbone>_fpn with one of those."
+        )
     catalog = list(MODELS)
     close = difflib.get_close_matches(name, catalog, n=5, cutoff=0.5)
     close += [
@@ -145,7 +236,7 @@ def get_model_spec(name: str, task: str | None = None) -> ModelSpec:
         ModelError: the name is unknown (the message lists close matches), or the model does not
             support ``task``.
     """
-    spec = MODELS.get(name)
+    spec = MODELS.get(name) or _detector_spec(name)
     if spec is None:
         import timm
 
@@ -153,11 +244,9 @@ def get_model_spec(name: str, task: str | None = None) -> ModelSpec:
             raise _unknown_name_error(name)
         spec = _timm_spec(name)
     if task is not None and task not in spec.tasks:
-        fitting = [n for n, s in MODELS.items() if task in s.tasks]
-        choices = ", ".join(fitting) if fitting else "none registered yet"
         raise ModelError(
             f"Model {name!r} cannot be used for task={task}: it supports "
-            f"{', '.join(spec.tasks)}. Models for {task}: {choices}."
+            f"{', '.join(spec.tasks)}. {_task_models_hint(task)}"
         )
     return spec
 
@@ -166,13 +255,20 @@ def model_defaults(task: str, name: str) -> dict[str, float | int]:
     """Azure's per-model defaults (spec §1.4) for a task and model.
 
     Args:
-        task: ``"classification"`` (multiclass) or ``"multilabel"``.
-        name: a catalog or timm model name.
+        task: ``"classification"`` (multiclass), ``"multilabel"``, ``"detection"`` or
+            ``"instance_segmentation"``.
+        name: a catalog, detector (``<family>_<backbone>_fpn``) or timm model name.
 
     Returns:
         ``{"number_of_epochs", "training_batch_size", "validation_batch_size", "learning_rate"}``.
+
+    Raises:
+        ModelError: unknown name, or a model that does not solve ``task``.
     """
     spec = get_model_spec(name, task)
+    keys = ("number_of_epochs", "training_batch_size", "validation_batch_size", "learning_rate")
+    if spec.source in _DETECTOR_DEFAULTS:
+        return dict(zip(keys, _DETECTOR_DEFAULTS[spec.source], strict=True))
     epochs, train_bs, val_bs, lr_mc, lr_ml = _VIT_DEFAULTS.get(spec.builder_name, _CNN_DEFAULTS)
     return {
         "number_of_epochs": epochs,
@@ -194,16 +290,28 @@ def create_model(
     """Look a model up and build it for a task.
 
     Classifiers map ``image f32[B,3,H,W]`` (normalized) to ``logits f32[B,num_classes]``.
+    Detectors are :class:`visionauto.models.detectors.Detector` (list of images in, losses or
+    one prediction dict per image out, 0-based labels).
 
     Args:
-        task: one of ``"classification"``, ``"multilabel"`` (more tasks come with their models).
-        name: a catalog name (``"seresnext"``, ``"vitb16r224"``, ...) or any timm model name.
-        num_classes: number of output classes (the head is new when it differs from the weights').
-        pretrained: start from ImageNet weights (downloaded when online; ``efficientnet_lite0``
-            works offline).
+        task: ``"classification"``, ``"multilabel"``, ``"detection"`` or
+            ``"instance_segmentation"``.
+        name: a catalog name (``"seresnext"``, ``"fasterrcnn_resnet50_fpn"``, ``"yolov5"``, ...),
+            ``<fasterrcnn|retinanet|maskrcnn>_<backbone>_fpn``, or any timm classifier name.
+        num_classes: number of output classes (the head is new when it differs from the weights');
+            for detectors the number of object classes, background not counted.
+        pretrained: start from ImageNet (classifiers, detector backbones) or COCO weights (the
+            ResNet-50 detectors): downloaded when online; ``efficientnet_lite0`` (also as a
+            detector backbone) works offline.
         weights_path: a local ``.pth``/``.pt``/``.ckpt``/``.safetensors`` file to start from;
-            takes precedence over ``pretrained``.
-        **kwargs: passed to the builder (e.g. timm's ``drop_rate``); ``None`` values are dropped.
+            takes precedence over ``pretrained``. Detectors take a state dict of the whole
+            detector or of its backbone classifier.
+        **kwargs: passed to the builder; ``None`` values are dropped. Classifiers: timm options
+            (``drop_rate``). torchvision detectors: inference settings (``box_score_thresh``,
+            ``nms_iou_thresh``, ``box_detections_per_img``, ``min_size``, ``max_size``),
+            ``trainable_backbone_layers`` and torchvision's constructor options (see
+            :func:`visionauto.models.torchvision_detectors.build_torchvision_detector`). yolov5:
+            see :func:`visionauto.models.yolo.build_yolov5`.
 
     Raises:
         ModelError: unknown name, a model/task mismatch, or weights that cannot be had or used.
@@ -220,4 +328,18 @@ def create_model(
             weights_path=weights_path,
             **kwargs,
         )
+    if spec.source == "torchvision":
+        from visionauto.models.torchvision_detectors import build_torchvision_detector
+
+        return build_torchvision_detector(
+            spec,
+            num_classes=num_classes,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            **kwargs,
+        )
+    if spec.source == "yolo":
+        from visionauto.models.yolo import build_yolov5
+
+        return build_yolov5(num_classes, pretrained=pretrained, weights_path=weights_path, **kwargs)
     raise AssertionError(f"no builder for source {spec.source!r}")  # table invariant

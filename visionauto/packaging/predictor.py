@@ -33,7 +33,14 @@ MLMODEL_FILENAME = "MLmodel"
 ARTIFACTS_DIRNAME = "artifacts"
 DEFAULT_BATCH_SIZE = 16
 CLASSIFICATION_TASKS = ("classification", "multilabel")
-SUPPORTED_TASKS = CLASSIFICATION_TASKS
+OBJECT_TASKS = ("detection", "instance_segmentation")
+SUPPORTED_TASKS = CLASSIFICATION_TASKS + OBJECT_TASKS
+# Images per forward pass when the caller gives none (Azure: R-CNN 2, yolov5 16).
+OBJECT_BATCH_SIZE = {"yolov5": 16}
+OBJECT_DEFAULT_BATCH_SIZE = 2
+# Settings the detector applies itself (the tile_* ones go to the tiling wrapper).
+DETECTOR_SETTINGS = ("min_size", "max_size", "img_size", "box_score_thresh", "nms_iou_thresh",
+                     "box_detections_per_img")
 
 ImageInput = bytes | bytearray | Image.Image
 
@@ -42,7 +49,7 @@ class Predictor:
     """Loaded model + settings; the one inference path used by pyfunc, the endpoint and batch scoring.
 
     Attributes:
-        task: the model's task (``classification`` or ``multilabel`` in this version).
+        task: the model's task (one of :data:`SUPPORTED_TASKS`).
         class_names: class names in training order.
         settings: the effective settings (file values with the load-time overrides applied).
         model: the network in eval mode on ``device``.
@@ -115,7 +122,9 @@ class Predictor:
 
         Returns:
             Classification: ``{"probs": [p_0, ..., p_{C-1}], "labels": class_names}`` with softmax
-            (multiclass) or independent sigmoid (multilabel) probabilities.
+            (multiclass) or independent sigmoid (multilabel) probabilities. Detection:
+            ``{"boxes": [{"box": {"topX", "topY", "bottomX", "bottomY"}, "label", "score"}]}``
+            (normalized); instance segmentation adds ``"polygon"`` to each box.
 
         Raises:
             DataError: an image cannot be decoded (the message gives its 0-based index).
@@ -123,13 +132,70 @@ class Predictor:
         """
         settings = apply_overrides(self.settings, overrides)
         images = list(images)
-        size = batch_size or DEFAULT_BATCH_SIZE
+        size = batch_size or self.default_batch_size
         if size < 1:
             raise ConfigError(f"batch_size={batch_size} is invalid: expected an integer >= 1.")
         results: list[dict] = []
         for start in range(0, len(images), size):
-            batch = self.preprocess(images[start : start + size], settings, first_index=start)
+            chunk = images[start : start + size]
+            if self.task in OBJECT_TASKS:
+                results.extend(self._predict_objects(chunk, settings, first_index=start))
+                continue
+            batch = self.preprocess(chunk, settings, first_index=start)
             results.extend(self._predict_classification(batch))
+        return results
+
+    @property
+    def default_batch_size(self) -> int:
+        if self.task in OBJECT_TASKS:
+            return OBJECT_BATCH_SIZE.get(self.settings["model_name"], OBJECT_DEFAULT_BATCH_SIZE)
+        return DEFAULT_BATCH_SIZE
+
+    def detector_for(self, settings: dict[str, Any]) -> nn.Module:
+        """The detector configured for ``settings`` (wrapped for tiling when a grid is set)."""
+        self.model.set_inference_settings(
+            **{k: settings[k] for k in DETECTOR_SETTINGS if settings.get(k) is not None})
+        grid = settings.get("tile_grid_size")
+        if not grid:
+            return self.model
+        from visionauto.data.tiling import parse_tile_grid_size
+        from visionauto.models.tiled import TiledDetector
+
+        tiled = TiledDetector(self.model).eval()
+        tiled.set_inference_settings(
+            tile_grid_size=parse_tile_grid_size(grid),
+            tile_overlap_ratio=settings["tile_overlap_ratio"],
+            tile_predictions_nms_thresh=settings["tile_predictions_nms_thresh"])
+        return tiled
+
+    def _predict_objects(
+        self, images: Sequence[ImageInput], settings: dict[str, Any], *, first_index: int = 0
+    ) -> list[dict]:
+        """Boxes (and polygons) in Azure's response form, normalized by each image's size."""
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        from visionauto.packaging.segmentation_output import boxes_to_response, masks_to_response
+
+        pil = [decode_image(image, index=first_index + i) for i, image in enumerate(images)]
+        tensors = [pil_to_tensor(p).to(self.device).float().div_(255) for p in pil]
+        with torch.inference_mode():
+            outputs = self.detector_for(settings)(tensors)
+        results = []
+        for out, image in zip(outputs, pil, strict=True):
+            out = {k: v.cpu() for k, v in out.items()}
+            width, height = image.size
+            if self.task == "instance_segmentation":
+                boxes = masks_to_response(
+                    out["masks"], out["boxes"], out["scores"], out["labels"], self.class_names,
+                    width=width, height=height,
+                    mask_pixel_score_threshold=settings["mask_pixel_score_threshold"],
+                    max_number_of_polygon_points=settings["max_number_of_polygon_points"],
+                    export_as_image=settings["export_as_image"],
+                    image_type=settings["image_type"])
+            else:
+                boxes = boxes_to_response(out["boxes"], out["scores"], out["labels"],
+                                          self.class_names, width=width, height=height)
+            results.append({"boxes": boxes})
         return results
 
     def preprocess(

@@ -46,6 +46,8 @@ set_model(VisionAutoPythonModel())
 OUTPUT_COLUMNS: dict[str, list[str]] = {
     "classification": ["probs", "labels"],
     "multilabel": ["probs", "labels"],
+    "detection": ["boxes"],
+    "instance_segmentation": ["boxes"],
 }
 # Third-party packages the model needs at load time, pinned to the versions it was saved with.
 _RUNTIME_PACKAGES = ("torch", "torchvision", "timm", "pillow", "pandas", "numpy")
@@ -190,11 +192,27 @@ def decode_cell(cell: Any, *, row: int = 0) -> bytes:
 def build_signature(settings: dict[str, Any]) -> mlflow.models.ModelSignature:
     """Input: string column ``image``; output: the task's columns; params: the inference keys."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import (
+        Array,
+        ColSpec,
+        DataType,
+        Object,
+        ParamSchema,
+        ParamSpec,
+        Property,
+        Schema,
+    )
 
+    corners = Object([Property(k, DataType.double) for k in ("topX", "topY", "bottomX", "bottomY")])
+    box = [Property("box", corners), Property("label", DataType.string),
+           Property("score", DataType.double)]
+    if settings.get("task") == "instance_segmentation":
+        box.append(Property("polygon", Array(Array(DataType.double)), required=False))
+        box.append(Property("mask", DataType.string, required=False))  # with export_as_image
     outputs = {
         "probs": ColSpec(Array(DataType.double), "probs"),
         "labels": ColSpec(Array(DataType.string), "labels"),
+        "boxes": ColSpec(Array(Object(box)), "boxes"),
     }
     # A None default keeps settings.json authoritative: unset params are dropped in predict.
     dtypes = {

@@ -28,9 +28,31 @@ META_KEYS = ("task", "model_name", "class_names", "visionauto_version", "model_k
 
 _CLASSIFICATION_DEFAULTS: dict[str, Any] = {"valid_resize_size": 256, "valid_crop_size": 224}
 
+# Spec §1.3 / §1.4 / §6; ``box_score_thresh`` is 0.1 for yolov5 (set from training at save time).
+_DETECTION_DEFAULTS: dict[str, Any] = {
+    "min_size": 600,
+    "max_size": 1333,
+    "img_size": 640,
+    "box_score_thresh": 0.3,
+    "nms_iou_thresh": 0.5,
+    "box_detections_per_img": 100,
+    "tile_grid_size": None,
+    "tile_overlap_ratio": 0.25,
+    "tile_predictions_nms_thresh": 0.25,
+}
+_SEGMENTATION_DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in _DETECTION_DEFAULTS.items() if not k.startswith("tile_")},
+    "mask_pixel_score_threshold": 0.5,
+    "max_number_of_polygon_points": 100,
+    "export_as_image": False,
+    "image_type": "JPG",
+}
+
 INFERENCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "classification": dict(_CLASSIFICATION_DEFAULTS),
     "multilabel": dict(_CLASSIFICATION_DEFAULTS),
+    "detection": dict(_DETECTION_DEFAULTS),
+    "instance_segmentation": dict(_SEGMENTATION_DEFAULTS),
 }
 
 # Azure job-API name -> runtime short name (spec §1.6).
@@ -263,6 +285,14 @@ def _validate_values(settings: dict[str, Any]) -> None:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not ok or math.isnan(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key}={value!r} is invalid: expected a number in [0, 1].")
+    image_type = settings.get("image_type")
+    if image_type is not None and str(image_type).upper() not in ("JPG", "PNG", "BMP"):
+        raise ConfigError(f"image_type={image_type!r} is invalid: expected JPG, PNG or BMP.")
+    grid = settings.get("tile_grid_size")
+    if grid is not None:
+        from visionauto.data.tiling import parse_tile_grid_size
+
+        parse_tile_grid_size(grid)  # raises a ConfigError naming the accepted forms
     crop, resize = settings.get("valid_crop_size"), settings.get("valid_resize_size")
     if crop is not None and resize is not None and crop > resize:
         raise ConfigError(

@@ -37,7 +37,7 @@ from visionauto.errors import ConfigError
 from visionauto.sweep.expressions import format_value
 from visionauto.sweep.space import OverrideDict, SearchSpace, build_search_space
 
-AUTOMODE_TASKS = ("classification", "multilabel")
+AUTOMODE_TASKS = ("classification", "multilabel", "detection", "instance_segmentation")
 # Catalog models whose ImageNet weights ship with the install (no download; see models/weights.py).
 OFFLINE_MODELS = ("efficientnet_lite0",)
 # Online candidates of the TPE phase, in portfolio order; vitl16r224 and resnet152 are left out:
@@ -72,6 +72,43 @@ _OFFLINE = (
     ("efficientnet_lite0", 0.02, 0.05, 25, "sgd", 0, "longer schedule, higher rate"),
     ("efficientnet_lite0", 0.003, 0.01, 20, "sgd", 0, "gentle fine-tuning"),
 )
+# Detection and instance segmentation: (model, learning rate, epochs, optimizer, why). Offline only
+# the efficientnet_lite0 backbone has ImageNet weights, and yolov5 trains from scratch (its
+# CSP backbone has no permissive pretrained weights: stack-facts §6).
+_OBJECT_TABLES: dict[str, dict[bool, tuple]] = {
+    "detection": {
+        False: (
+            ("fasterrcnn_resnet50_fpn", 0.005, 15, "sgd", "Azure's default; COCO weights"),
+            ("yolov5", 0.01, 30, "sgd", "Azure's one-stage default; fast inference"),
+            ("retinanet_resnet50_fpn", 0.005, 15, "sgd", "one-stage, COCO weights"),
+            ("fasterrcnn_efficientnet_lite0_fpn", 0.01, 15, "sgd", "light backbone for CPUs"),
+            ("fasterrcnn_resnet50_fpn", 0.01, 25, "sgd", "longer schedule, higher rate"),
+        ),
+        True: (
+            ("fasterrcnn_efficientnet_lite0_fpn", 0.01, 15, "sgd", "ImageNet backbone offline"),
+            ("yolov5", 0.01, 30, "sgd", "one-stage from scratch"),
+            ("fasterrcnn_efficientnet_lite0_fpn", 0.02, 25, "sgd", "longer, higher rate"),
+            ("retinanet_efficientnet_lite0_fpn", 0.01, 15, "sgd", "one-stage, ImageNet backbone"),
+        ),
+    },
+    "instance_segmentation": {
+        False: (
+            ("maskrcnn_resnet50_fpn", 0.005, 15, "sgd", "Azure's default; COCO weights"),
+            ("maskrcnn_resnet50_fpn", 0.01, 25, "sgd", "longer schedule, higher rate"),
+            ("maskrcnn_efficientnet_lite0_fpn", 0.01, 15, "sgd", "light backbone for CPUs"),
+        ),
+        True: (
+            ("maskrcnn_efficientnet_lite0_fpn", 0.01, 15, "sgd", "ImageNet backbone offline"),
+            ("maskrcnn_efficientnet_lite0_fpn", 0.02, 25, "sgd", "longer, higher rate"),
+            ("maskrcnn_efficientnet_lite0_fpn", 0.005, 20, "adamw", "adaptive optimizer"),
+        ),
+    },
+}
+_OBJECT_SPACE = {
+    "training.learning_rate": "tag(log, interval(0.0005, 0.03))",
+    "training.number_of_epochs": "range(10, 40, 5)",
+    "training.optimizer": "choice(sgd, adamw)",
+}
 # Default space of the TPE phase (Hydra sweep syntax); the model entry is added per mode.
 _SPACE = {
     "training.learning_rate": "tag(log, interval(0.0001, 0.05))",
@@ -106,7 +143,7 @@ def automode_plan(task: str, *, max_trials: int, offline: bool) -> AutoModePlan:
     """AutoMode's portfolio, search space and early-termination policy for a task.
 
     Args:
-        task: ``classification`` or ``multilabel`` (detection and instance segmentation later).
+        task: one of :data:`AUTOMODE_TASKS`.
         max_trials: the trial budget; the portfolio is cut to it.
         offline: no model hub reachable: only models whose weights ship with the install.
 
@@ -123,12 +160,29 @@ def automode_plan(task: str, *, max_trials: int, offline: bool) -> AutoModePlan:
         raise ConfigError(
             f"limits.max_trials={max_trials} is invalid: expected an integer in [1, 1000]."
         )
-    table = _OFFLINE if offline else _ONLINE
-    models = OFFLINE_MODELS if offline else ONLINE_MODELS
-    portfolio = [_entry(row, task) for row in table][:max_trials]
+    if task in _OBJECT_TABLES:
+        rows = _OBJECT_TABLES[task][offline]
+        portfolio = [_object_entry(row) for row in rows][:max_trials]
+        models = tuple(dict.fromkeys(row[0] for row in rows))
+        space_base = _OBJECT_SPACE
+    else:
+        table = _OFFLINE if offline else _ONLINE
+        models = OFFLINE_MODELS if offline else ONLINE_MODELS
+        portfolio = [_entry(row, task) for row in table][:max_trials]
+        space_base = _SPACE
     model_sweep = f"choice({', '.join(models)})" if len(models) > 1 else models[0]
-    space = build_search_space(None, {"model": model_sweep, **_SPACE})
+    space = build_search_space(None, {"model": model_sweep, **space_base})
     return AutoModePlan(portfolio=portfolio, space=space)
+
+
+def _object_entry(row: tuple) -> OverrideDict:
+    model, lr, epochs, optimizer, _why = row
+    return {
+        "model": model,
+        "training.learning_rate": format_value(lr),
+        "training.number_of_epochs": format_value(epochs),
+        "training.optimizer": optimizer,
+    }
 
 
 def _entry(row: tuple, task: str) -> OverrideDict:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 import logging
 import os
 import sys
+import warnings
 
 from visionauto.errors import VisionAutoError
 

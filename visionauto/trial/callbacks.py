@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
+
+log = logging.getLogger("visionauto.trial")
 
 
 class DelayedEarlyStopping(EarlyStopping):
@@ -64,7 +67,10 @@ class MetricHistory(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        images = batch["image"] if isinstance(batch, dict) else batch[0]
+        if isinstance(batch, dict):  # classification: "image" tensor; detection: "images" list
+            images = batch["image"] if "image" in batch else batch["images"]
+        else:
+            images = batch[0]
         self.train_images += len(images)
         self._last_batch_end = time.perf_counter()
 
@@ -90,6 +96,11 @@ class MetricHistory(Callback):
         if trainer.current_epoch in self._train_loss:
             row["train_loss"] = self._train_loss[trainer.current_epoch]
         self.rows.append(row)
+        primary = getattr(pl_module, "primary_metric", None)
+        if primary in metrics:  # one line per evaluation: progress that survives a log file
+            seconds = self._last_batch_end - self._epoch_start  # this epoch's training so far
+            log.info("epoch %d/%s: %s=%.4f (%.0f s training/epoch)", trainer.current_epoch + 1,
+                     trainer.max_epochs, primary, metrics[primary], seconds)
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=trainer.current_epoch)
         if self.report is not None:

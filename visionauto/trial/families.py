@@ -2,7 +2,7 @@
 
 The runner is task-agnostic; each family turns a resolved config and validated records into a
 LightningModule and a LightningDataModule, and knows how to report and package its model.
-Detection and segmentation add their families here.
+Detection and segmentation live in :mod:`visionauto.trial.detection_family`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ def build_family(cfg: RootConfig, train: list[ImageRecord], val: list[ImageRecor
     """Pick the family for ``cfg.task.name``."""
     if cfg.task.name in ("classification", "multilabel"):
         return ClassificationFamily(cfg, train, val, class_names)
-    raise ConfigError(f"task={cfg.task.name} cannot be trained by this version of visionauto; "
-                      "available: classification, multilabel.")
+    if cfg.task.name in ("detection", "instance_segmentation"):
+        from visionauto.trial.detection_family import DetectionFamily
+
+        return DetectionFamily(cfg, train, val, class_names)
+    raise ConfigError(f"task={cfg.task.name} cannot be trained by this version of visionauto.")
 
 
 def class_weights(counts: torch.Tensor, n_images: int, *, multilabel: bool,
