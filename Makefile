@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test venv lint clean bench bench-serve
+.PHONY: demo test venv lint clean bench bench-serve bench-detection bench-explain
 
 $(STAMP): pyproject.toml hydra_plugins/visionauto_sweeper/__init__.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ bench: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(PY) scripts/bench_serve.py
+
+# Fridge photos (10 min budget per model), evaluation speed, instance segmentation; ~35 min.
+bench-detection: $(STAMP)
+	$(PY) scripts/bench_detection_eval.py
+	$(PY) scripts/bench_detection.py
+	$(PY) scripts/bench_detection.py --model yolov5 --epochs 150 training.model_size=small
+	$(PY) scripts/bench_segmentation.py
+
+bench-explain: $(STAMP)
+	$(PY) scripts/bench_explain.py
 
 clean:
 	rm -rf $(VENV) outputs multirun
