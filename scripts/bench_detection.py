@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -72,6 +73,8 @@ def train(args: argparse.Namespace, train_path: Path, val_path: Path, run_dir: P
     subprocess.run(cmd, check=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["wall_seconds"] = time.perf_counter() - start
+    # Largest resident set of the training process or one of its loader workers (KiB on Linux).
+    metrics["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return metrics
 
 
@@ -108,11 +111,12 @@ def main() -> None:
     m = metrics["metrics"]
     ms = inference_ms(work / "run", val_path)
     print(f"\n{'dataset':8} {'model':36} {'size':>4} {'epochs':>6} {'mAP@0.5':>8} "
-          f"{'mAP@.5:.95':>10} {'train img/s':>11} {'train s':>8} {'infer ms/img':>12}")
+          f"{'mAP@.5:.95':>10} {'train img/s':>11} {'train s':>8} {'infer ms/img':>12} "
+          f"{'peak MiB':>8}")
     print(f"{args.dataset:8} {args.model:36} {args.size:>4} {metrics['epochs_run']:>6} "
           f"{m.get('mean_average_precision', -1):>8.4f} {m.get('coco_map', -1):>10.4f} "
           f"{m.get('train_images_per_second', 0):>11.2f} {metrics['train_seconds']:>8.1f} "
-          f"{ms:>12.1f}")
+          f"{ms:>12.1f} {metrics['peak_rss_mib']:>8.0f}")
     per_label = work / "run" / "per_label_metrics.json"
     if per_label.is_file():
         print("\nper class AP@0.5:")

@@ -342,6 +342,40 @@ def test_builder_options_are_checked() -> None:
         create_model("detection", "retinanet_resnet50_fpn", num_classes=0)
 
 
+
+def test_timm_backbones_get_the_light_neck_and_heads() -> None:
+    faster = create_model("detection", "fasterrcnn_efficientnet_lite0_fpn", num_classes=3)
+    assert faster.net.backbone.out_channels == 128
+    assert faster.net.roi_heads.box_head.fc6.in_features == 128 * 7 * 7
+    assert faster.net.roi_heads.box_head.fc7.out_features == 256
+    assert faster.net.roi_heads.box_predictor.cls_score.out_features == 4
+    mask = create_model("instance_segmentation", "maskrcnn_efficientnet_lite0_fpn", num_classes=3)
+    assert mask.net.roi_heads.mask_head[0][0].out_channels == 128
+    assert mask.net.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
+    retina = create_model("detection", "retinanet_efficientnet_lite0_fpn", num_classes=3)
+    assert retina.net.head.classification_head.conv[0][0].in_channels == 128
+    # Caller options win; ResNets keep torchvision's widths so COCO weights load.
+    wide = create_model("detection", "fasterrcnn_efficientnet_lite0_fpn", num_classes=3,
+                        fpn_channels=256, box_representation_size=1024)
+    assert wide.net.backbone.out_channels == 256
+    assert wide.net.roi_heads.box_head.fc7.out_features == 1024
+    resnet = create_model("detection", "fasterrcnn_resnet18_fpn", num_classes=3)
+    assert resnet.net.backbone.out_channels == 256
+    assert resnet.net.roi_heads.box_head.fc7.out_features == 1024
+
+
+def test_width_options_are_checked() -> None:
+    with pytest.raises(ModelError, match=r"fpn_channels=128 for model 'fasterrcnn_resnet18_fpn'.*"
+                                         r"keep torchvision's 256-channel FPN"):
+        create_model("detection", "fasterrcnn_resnet18_fpn", num_classes=2, fpn_channels=128)
+    with pytest.raises(ModelError, match=r"box_representation_size=0 .* integer >= 8"):
+        create_model("detection", "fasterrcnn_resnet18_fpn", num_classes=2,
+                     box_representation_size=0)
+    with pytest.raises(ModelError, match=r"mask_head_channels does not apply to model "
+                                         r"'fasterrcnn_resnet18_fpn'"):
+        create_model("detection", "fasterrcnn_resnet18_fpn", num_classes=2, mask_head_channels=64)
+
+
 # ------------------------------------------------------------------------------- training
 
 
@@ -351,15 +385,19 @@ def test_few_steps_on_two_squares_reduce_the_loss() -> None:
     images, targets = _squares()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def loss_now() -> float:
+    def losses_now() -> dict[str, float]:
         torch.manual_seed(1)  # the same proposal sampling each time
         with torch.no_grad():
-            return float(sum(model(images, targets).values()))
+            return {name: float(value) for name, value in model(images, targets).items()}
 
-    before = loss_now()
+    before = losses_now()
     for _ in range(6):
         loss = sum(model(images, targets).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert loss_now() < 0.8 * before
+    after = losses_now()
+    # The box-regression loss may rise while more proposals become positives; the RPN learns
+    # where the squares are and the total goes down.
+    assert after["loss_objectness"] < 0.6 * before["loss_objectness"]
+    assert sum(after.values()) < sum(before.values())

@@ -2,8 +2,8 @@
 model (``features_only=True``).
 
 Every backbone here has the layout of torchvision's ``BackboneWithFPN``: ``body`` (the feature
-extractor) + ``fpn`` (a ``FeaturePyramidNetwork`` with 256 channels) and ``out_channels``, and
-returns ``OrderedDict[str, f32[B,256,h,w]]`` with keys ``"0"``, ``"1"``, ... and the extra levels
+extractor) + ``fpn`` (a ``FeaturePyramidNetwork``: 256 channels on ResNets, as torchvision; a
+choice on timm backbones) and ``out_channels``, and returns ``OrderedDict[str, f32[B,C,h,w]]`` with keys ``"0"``, ``"1"``, ... and the extra levels
 (``"pool"`` for R-CNN, ``"p6"``/``"p7"`` for RetinaNet). So COCO state dicts of torchvision's
 R50-FPN models load one to one, and every family works on every backbone.
 
@@ -61,14 +61,14 @@ class PyramidBackbone:
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
 
-def _extra_block(family: str) -> tuple[ExtraFPNBlock, int]:
+def _extra_block(family: str, channels: int = FPN_CHANNELS) -> tuple[ExtraFPNBlock, int]:
     """The extra FPN levels of a family and how many levels they add.
 
     R-CNN: a max-pool of the last level (P6 for proposals only). RetinaNet: P6/P7 convs computed
     from P5 (torchvision's v1 layout, which fits any backbone depth).
     """
     if family == "retinanet":
-        return LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS), 2
+        return LastLevelP6P7(channels, channels), 2
     return LastLevelMaxPool(), 1
 
 
@@ -99,14 +99,20 @@ def build_resnet_fpn(resnet_name: str, family: str) -> PyramidBackbone:
 class TimmBackboneWithFPN(nn.Module):
     """Any timm ``features_only`` model + FPN, with torchvision's ``BackboneWithFPN`` interface.
 
-    ``forward(x f32[B,3,H,W]) -> OrderedDict[str, f32[B,256,h,w]]``.
+    ``forward(x f32[B,3,H,W]) -> OrderedDict[str, f32[B,C,h,w]]`` with ``C = out_channels``.
     """
 
-    def __init__(self, body: nn.Module, in_channels: list[int], extra: ExtraFPNBlock) -> None:
+    def __init__(
+        self,
+        body: nn.Module,
+        in_channels: list[int],
+        extra: ExtraFPNBlock,
+        channels: int = FPN_CHANNELS,
+    ) -> None:
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork(in_channels, FPN_CHANNELS, extra_blocks=extra)
-        self.out_channels = FPN_CHANNELS
+        self.fpn = FeaturePyramidNetwork(in_channels, channels, extra_blocks=extra)
+        self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = self.body(x)
@@ -121,8 +127,11 @@ def select_out_indices(reductions: list[int], family: str) -> list[int]:
     return usable[-count:]
 
 
-def build_timm_fpn(timm_name: str, family: str, *, label: str) -> PyramidBackbone:
-    """A timm model (``features_only=True``, random init) with FPN for a detector family.
+def build_timm_fpn(
+    timm_name: str, family: str, *, label: str, channels: int = FPN_CHANNELS
+) -> PyramidBackbone:
+    """A timm model (``features_only=True``, random init) with an FPN of ``channels`` channels for
+    a detector family.
 
     Raises:
         ModelError: timm cannot build a feature extractor for this model, or it has fewer than two
@@ -150,12 +159,12 @@ def build_timm_fpn(timm_name: str, family: str, *, label: str) -> PyramidBackbon
             f"Model {label}: {timm_name!r} has feature maps of strides {reductions}; the FPN needs "
             "at least two levels of stride >= 8. Fix: choose another backbone."
         )
-    extra, n_extra = _extra_block(family)
-    channels = [info[i]["num_chs"] for i in out_indices]
+    extra, n_extra = _extra_block(family, channels)
+    in_channels = [info[i]["num_chs"] for i in out_indices]
     strides = tuple(int(reductions[i]) for i in out_indices)
     cfg = getattr(body, "pretrained_cfg", None) or {}
     return PyramidBackbone(
-        TimmBackboneWithFPN(body, channels, extra),
+        TimmBackboneWithFPN(body, in_channels, extra, channels),
         strides + tuple(strides[-1] * 2 ** (k + 1) for k in range(n_extra)),
         tuple(str(k) for k in range(len(out_indices))),
         tuple(i["module"] for i in info[: out_indices[-1] + 1]),

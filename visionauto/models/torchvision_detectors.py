@@ -33,6 +33,9 @@ from torchvision.models.detection import (
     RetinaNet_ResNet50_FPN_Weights,
 )
 
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
 from visionauto.errors import ModelError
 from visionauto.models.detector_weights import (
     fetch_torchvision_state,
@@ -49,6 +52,7 @@ from visionauto.models.detectors import (
     TorchvisionDetector,
 )
 from visionauto.models.fpn_adapter import (
+    FPN_CHANNELS,
     PyramidBackbone,
     build_resnet_fpn,
     build_timm_fpn,
@@ -85,6 +89,9 @@ _RESERVED = {
     "detections_per_img",
 }
 _TRANSFORM_OPTIONS = ("size_divisible", "fixed_size")
+# Width options of the neck and heads (ours, not torchvision's): FPN channels of a timm backbone,
+# the R-CNN box head's hidden size, the Mask R-CNN mask head's conv width.
+_WIDTH_OPTIONS = ("fpn_channels", "box_representation_size", "mask_head_channels")
 _TRAINABLE_DEFAULT_PRETRAINED = 3  # torchvision and Azure: stem and stage 1 frozen
 
 
@@ -98,7 +105,7 @@ def family_options(family: str) -> list[str]:
     """Keyword options ``create_model`` passes to torchvision's constructor for a family."""
     params = inspect.signature(_CLASSES[family].__init__).parameters
     names = [p for p in params if p not in _RESERVED and p not in RCNN_DEFAULT_SETTINGS]
-    return [*names, *_TRANSFORM_OPTIONS, "trainable_backbone_layers", "freeze_bn"]
+    return [*names, *_TRANSFORM_OPTIONS, *_WIDTH_OPTIONS, "trainable_backbone_layers", "freeze_bn"]
 
 
 def _split_kwargs(
@@ -121,16 +128,61 @@ def _split_kwargs(
     return settings, options
 
 
-def _build_backbone(spec: ModelSpec, label: str) -> PyramidBackbone:
+def _build_backbone(spec: ModelSpec, label: str, channels: int | None) -> PyramidBackbone:
     if spec.backbone_source == "timm":
-        return build_timm_fpn(spec.backbone, spec.builder_name, label=label)
+        return build_timm_fpn(
+            spec.backbone, spec.builder_name, label=label, channels=channels or FPN_CHANNELS
+        )
+    if channels not in (None, FPN_CHANNELS):
+        raise ModelError(
+            f"fpn_channels={channels} for model {label}: ResNet detectors keep torchvision's "
+            f"{FPN_CHANNELS}-channel FPN (so that COCO weights load). Fix: drop the option."
+        )
     return build_resnet_fpn(spec.backbone, spec.builder_name)
 
 
+def _width(options: dict[str, Any], name: str, label: str) -> int | None:
+    value = options.pop(name, None)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 8):
+        raise ModelError(f"{name}={value!r} for model {label} is invalid: expected an integer >= 8.")
+    return value
+
+
+def _rcnn_heads(
+    family: str, channels: int, num_classes: int, representation: int | None, mask: int | None
+) -> dict[str, Any]:
+    """Constructor arguments for the R-CNN heads: torchvision's own (``num_classes`` only) unless a
+    width is chosen, then the same layers at that width (box head hidden size, default 1024; mask
+    head conv width, default 256). ``num_classes`` counts the background."""
+    if representation is None and mask is None:
+        return {"num_classes": num_classes}
+    representation = representation or 1024
+    heads: dict[str, Any] = {
+        "box_head": TwoMLPHead(channels * 7 * 7, representation),
+        "box_predictor": FastRCNNPredictor(representation, num_classes),
+    }
+    if family == "maskrcnn":
+        mask = mask or 256
+        heads["mask_head"] = MaskRCNNHeads(channels, (mask,) * 4, 1)
+        heads["mask_predictor"] = MaskRCNNPredictor(mask, mask, num_classes)
+    return heads
+
+
 def _build_net(
-    family: str, backbone: PyramidBackbone, num_classes: int, options: dict[str, Any]
+    family: str,
+    backbone: PyramidBackbone,
+    num_classes: int,
+    options: dict[str, Any],
+    label: str,
 ) -> nn.Module:
     """torchvision's model on ``backbone``; anchors and RoI poolers follow its levels."""
+    representation = _width(options, "box_representation_size", label)
+    mask = _width(options, "mask_head_channels", label)
+    wrong = [n for n, v in (("box_representation_size", representation),
+                            ("mask_head_channels", mask)) if v is not None
+             and (family == "retinanet" or (n == "mask_head_channels" and family != "maskrcnn"))]
+    if wrong:
+        raise ModelError(f"{wrong[0]} does not apply to model {label}. Fix: drop the option.")
     kwargs: dict[str, Any] = {
         "min_size": RCNN_DEFAULT_SETTINGS["min_size"],
         "max_size": RCNN_DEFAULT_SETTINGS["max_size"],
@@ -145,7 +197,8 @@ def _build_net(
     if family == "maskrcnn":
         kwargs["mask_roi_pool"] = roi_pooler(backbone.roi_names, 14)
     # R-CNN classifiers count the background as class 0.
-    return _CLASSES[family](backbone.module, num_classes=num_classes + 1, **(kwargs | options))
+    heads = _rcnn_heads(family, backbone.module.out_channels, num_classes + 1, representation, mask)
+    return _CLASSES[family](backbone.module, **(kwargs | heads | options))
 
 
 def _load_pretrained(net: nn.Module, spec: ModelSpec, label: str) -> None:
@@ -180,19 +233,25 @@ def _trainable_layers(value: Any, label: str) -> int:
     return value
 
 
-# Proposal and RoI budget of the R-CNN models on timm backbones (not Azure's catalog: these are
-# the CPU-friendly ones). The box head's first layer (12544 x 1024) dominates the cost on a CPU:
-# 512 sampled RoIs per training image and 1000 proposals per test image cost more than the
-# backbone. With this budget a training step is ~2x and inference ~3x faster (fridge photos at
-# 320 px, efficientnet_lite0: 5.7 -> 2.8 s per 2-image step, 1.5 -> 0.5 s per image, 1 thread).
-# Caller options (torchvision's names) win.
+# Width, proposal and RoI budget of the detectors on timm backbones (not Azure's catalog: these
+# are the CPU-friendly ones; ResNet detectors keep torchvision's layout so COCO weights load). On a
+# CPU the neck and heads cost more than a light backbone: the 256-channel FPN and RPN convs at
+# stride 4, RoI-align over 256 channels and the box head's 12544 x 1024 first layer times 512
+# sampled RoIs per training image and 1000 test proposals. The proposal budget alone made training
+# ~2x and inference ~3x faster; the widths below another ~3x (fridge photos at 320 px,
+# efficientnet_lite0, 2 threads, batch 2: 1.4 -> 4.3 training images/s, 246 -> 83 ms per image;
+# Mask R-CNN 0.9 -> 2.7 images/s; RetinaNet 2.4 -> 4.6 images/s). Caller options win.
 LIGHT_RCNN_BUDGET: dict[str, int] = {
+    "fpn_channels": 128,
+    "box_representation_size": 256,
     "box_batch_size_per_image": 128,
     "rpn_pre_nms_top_n_train": 1000,
     "rpn_post_nms_top_n_train": 1000,
     "rpn_pre_nms_top_n_test": 500,
     "rpn_post_nms_top_n_test": 300,
 }
+LIGHT_RCNN_BUDGET_MASK: dict[str, int] = {"mask_head_channels": 128}
+LIGHT_RETINANET_BUDGET: dict[str, int] = {"fpn_channels": 128}
 
 
 def build_torchvision_detector(
@@ -216,9 +275,11 @@ def build_torchvision_detector(
             ``box_detections_per_img``, ``min_size``, ``max_size``; YOLO's ``img_size``,
             ``model_size``, ``multi_scale`` are ignored), ``trainable_backbone_layers`` (0-5;
             default 3 with pretrained weights, else 5), ``freeze_bn`` (keep the backbone's
-            BatchNorm in eval mode; default: with pretrained weights) and torchvision's
-            constructor options (``rpn_pre_nms_top_n_train``, ``box_batch_size_per_image``,
-            ``topk_candidates``, ...).
+            BatchNorm in eval mode; default: with pretrained weights), widths
+            (``fpn_channels`` for timm backbones, ``box_representation_size``,
+            ``mask_head_channels``; timm backbones default to :data:`LIGHT_RCNN_BUDGET`) and
+            torchvision's constructor options (``rpn_pre_nms_top_n_train``,
+            ``box_batch_size_per_image``, ``topk_candidates``, ...).
 
     Returns:
         The detector (see :class:`visionauto.models.detectors.Detector` for its contract).
@@ -241,10 +302,15 @@ def build_torchvision_detector(
             f"freeze_bn={freeze_bn!r} for model {label} is invalid: expected true/false."
         )
     settings, options = _split_kwargs(family, kwargs, label)
-    if spec.backbone_source == "timm" and family != "retinanet":
-        options = {**LIGHT_RCNN_BUDGET, **options}
-    backbone = _build_backbone(spec, label)
-    net = _build_net(family, backbone, num_classes, options)
+    if spec.backbone_source == "timm":
+        light = {
+            "fasterrcnn": LIGHT_RCNN_BUDGET,
+            "maskrcnn": LIGHT_RCNN_BUDGET | LIGHT_RCNN_BUDGET_MASK,
+            "retinanet": LIGHT_RETINANET_BUDGET,
+        }[family]
+        options = {**light, **options}
+    backbone = _build_backbone(spec, label, _width(options, "fpn_channels", label))
+    net = _build_net(family, backbone, num_classes, options, label)
     if weights_path is not None:
         load_weights_file(
             net, str(weights_path), head_prefixes=HEAD_PREFIXES[family], model_label=label
