@@ -96,7 +96,7 @@ def test_mask_rcnn_answers_with_polygons(tmp_path: Path, object_sets: dict) -> N
 def test_yolov5_trains_with_mosaic(tmp_path: Path, object_sets: dict) -> None:
     data = object_sets["detection"]
     run_dir = _train(tmp_path, "detection", data, "model=yolov5", "training.image_size=64",
-                     "training.model_size=small")
+                     "training.model_size=small", "training.layers_to_freeze=2")
     settings = _check_run(run_dir, "detection", "yolov5")
     assert (settings["img_size"], settings["box_score_thresh"]) == (64, 0.1)
     assert settings["model_kwargs"]["model_size"] == "small"

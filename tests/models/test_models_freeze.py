@@ -93,3 +93,18 @@ def test_efficientnet_lite0_groups_cover_all_stages() -> None:
         "bn2",
         "classifier",
     }
+
+
+def test_yolov5_backbone_groups_are_the_ten_backbone_layers() -> None:
+    detector = create_model("detection", "yolov5", num_classes=2, model_size="nano", img_size=64)
+    frozen = freeze_layers(detector.model, "yolov5_backbone", 3)
+    assert frozen == ["backbone.0.", "backbone.1.", "backbone.2."]
+    still = {n.split(".")[1] for n, p in detector.model.named_parameters()
+             if n.startswith("backbone.") and p.requires_grad}
+    assert still == {str(i) for i in range(3, 10)}
+    assert all(p.requires_grad for n, p in detector.model.named_parameters()
+               if not n.startswith("backbone."))
+    trained = {id(p) for g in detector.optimizer_parameter_groups(5e-4) for p in g["params"]}
+    assert not any(id(p) in trained for p in detector.model.backbone[0].parameters())
+    with pytest.raises(ConfigError, match=r"layers_to_freeze=11 is too large: this model has 10 "):
+        freeze_layers(detector.model, "yolov5_backbone", 11)

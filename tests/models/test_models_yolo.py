@@ -17,7 +17,7 @@ from visionauto.models.yolo import (
 )
 from visionauto.models.yolo.assign import assign_level
 from visionauto.models.yolo.blocks import fuse_conv_bn
-from visionauto.models.yolo.ema import ema_decay
+from visionauto.models.yolo.ema import ema_decay, ema_schedule
 from visionauto.models.yolo.loss import YoloLoss
 
 
@@ -157,6 +157,25 @@ def test_ema_follows_the_weights_and_is_used_for_eval() -> None:
         fused = model._inference_net()(x)
         reference = model.ema(x)
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused, reference, strict=True))
+
+
+def test_ema_schedule_fits_short_runs_and_keeps_yolov5_constants_for_long_ones() -> None:
+    # 490 updates (70 epochs of 7 batches): ramp 49, window 1 / (1 - 0.9898) = 98 updates.
+    decay_max, ramp = ema_schedule(490)
+    assert (decay_max, ramp) == (pytest.approx(1 - 5 / 490), pytest.approx(49.0))
+    assert ema_decay(490, decay_max, ramp) == pytest.approx(decay_max * (1 - np.exp(-10)))
+    assert ema_decay(490) < 0.22  # YOLOv5's constants would still be copying the raw weights
+    assert ema_schedule(1_000_000) == (0.9999, 2000.0)
+    model = build_yolov5(2, model_size="nano", img_size=64)
+    model.fit_ema_to_schedule(490)
+    with torch.no_grad():
+        for p in model.model.parameters():
+            p.add_(1.0)
+    before = next(model.ema.parameters()).clone()
+    model.after_optimizer_step()
+    decay = ema_decay(1, decay_max, ramp)
+    raw, averaged = next(model.model.parameters()), next(model.ema.parameters())
+    assert torch.allclose(averaged, decay * before + (1 - decay) * raw, atol=1e-6)
 
 
 def test_fuse_conv_bn_keeps_outputs() -> None:

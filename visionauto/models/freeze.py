@@ -14,6 +14,8 @@ freezes the same part of the network):
 - ``vit`` / ``vit_large``: ``patch_embed`` (with timm's ``cls_token``/``pos_embed``, which are part
   of the embedding), then ``blocks.0.`` … ``blocks.11.`` (ViT-L: ``blocks.23.``).
 - ``efficientnet`` (not in Azure's list): ``conv_stem``/``bn1``, then stages ``blocks.0.`` … ``6.``.
+- ``yolov5_backbone``: ``backbone.0.`` … ``backbone.9.`` of our YOLOv5-style network (Azure's
+  ``model.0.`` … ``model.9.``: the same ten backbone layers, stem to SPPF).
 
 Prefixes end with a dot so that ``blocks.1.`` does not also freeze ``blocks.10``.
 """
@@ -54,6 +56,7 @@ LAYER_GROUPS: dict[str, list[LayerGroup]] = {
     "vit": _vit_groups(12),
     "vit_large": _vit_groups(24),
     "efficientnet": [("conv_stem.", "bn1.")] + [(f"blocks.{i}.",) for i in range(7)],
+    "yolov5_backbone": [(f"backbone.{i}.",) for i in range(10)],
 }
 
 

@@ -32,7 +32,6 @@ from torchvision.models.detection import (
     RetinaNet,
     RetinaNet_ResNet50_FPN_Weights,
 )
-
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 

@@ -17,7 +17,7 @@ from lightning.pytorch import LightningModule
 from visionauto.metrics.classification import ClassificationResult, compute_classification_metrics
 from visionauto.models.freeze import freeze_layers
 from visionauto.models.registry import create_model, get_model_spec
-from visionauto.tasks.optim import OptimSettings, build_optimizer, build_scheduler
+from visionauto.tasks.optim import OptimSettings, lightning_optimizers
 
 
 class ClassificationTask(LightningModule):
@@ -107,14 +107,7 @@ class ClassificationTask(LightningModule):
             self.log(name, float(value), prog_bar=name == self.primary_metric, sync_dist=False)
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.optim)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        scheduler = build_scheduler(optimizer, self.optim, steps_per_epoch=per_epoch,
-                                    total_steps=total)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return lightning_optimizers(self, self.parameters(), self.optim)
 
 
 def optim_settings(training: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -28,9 +29,21 @@ class OptimSettings:
     step_lr_step_size: int = 5
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], s: OptimSettings) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov), Adam or AdamW (betas, amsgrad); weight decay for all."""
-    params = [p for p in params if p.requires_grad]
+ParamsOrGroups = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
+
+
+def _trainable(params: ParamsOrGroups) -> list:
+    """The parameters (or torch parameter groups) that require gradients."""
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        return [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in items]
+    return [p for p in items if p.requires_grad]
+
+
+def build_optimizer(params: ParamsOrGroups, s: OptimSettings) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov), Adam or AdamW (betas, amsgrad); weight decay for all parameters,
+    or per group when ``params`` are torch parameter groups that set their own."""
+    params = _trainable(params)
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.learning_rate, momentum=s.momentum,
                                weight_decay=s.weight_decay,
@@ -69,3 +82,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, s: OptimSettings, *, steps
                                                 gamma=s.step_lr_gamma)
         return {"scheduler": sched, "interval": "epoch"}
     return None
+
+
+def lightning_optimizers(module: Any, params: ParamsOrGroups, s: OptimSettings) -> Any:
+    """What a LightningModule's ``configure_optimizers`` returns: the optimizer and, unless the
+    scheduler is ``none``, its schedule over the trainer's estimated steps."""
+    optimizer = build_optimizer(params, s)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    per_epoch = max(1, total // max(1, module.trainer.max_epochs or 1))
+    scheduler = build_scheduler(optimizer, s, steps_per_epoch=per_epoch, total_steps=total)
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}

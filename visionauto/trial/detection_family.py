@@ -21,6 +21,7 @@ from visionauto.data.detection_datamodule import DetectionDataModule
 from visionauto.data.records import ImageRecord, parse_object_label
 from visionauto.metrics.detection_plots import plot_detections, plot_pr_curves
 from visionauto.metrics.plots import plot_training_curves
+from visionauto.models.freeze import freeze_layers
 from visionauto.packaging.pyfunc import save_model
 from visionauto.packaging.settings import INFERENCE_DEFAULTS, build_settings
 from visionauto.tasks.classification import optim_settings
@@ -132,6 +133,11 @@ class DetectionFamily:
             metric_type=t.validation_metric_type, iou_threshold=t.validation_iou_threshold,
             tiling=self.tiling,
         )
+        if self.yolo and t.layers_to_freeze:
+            # R-CNN backbones freeze through trainable_backbone_layers (above); YOLO's ten
+            # backbone layers are Azure's yolov5_backbone groups.
+            frozen = freeze_layers(self.module.model.model, "yolov5_backbone", t.layers_to_freeze)
+            log.info("layers_to_freeze=%d: %s frozen", t.layers_to_freeze, ", ".join(frozen))
         if warm is not None:
             fresh = apply_warm_start(self.detector, warm, model_name=cfg.model.name,
                                      class_names=class_names, new_head=t.checkpoint_new_head)

@@ -31,7 +31,14 @@ from visionauto.errors import ConfigError, ModelError
 from visionauto.models.detectors import SETTING_ALIASES, Detector, validate_inference_setting
 from visionauto.models.yolo.anchors import default_anchors
 from visionauto.models.yolo.blocks import fuse_conv_bn
-from visionauto.models.yolo.ema import ema_decay, make_ema_copy, update_ema
+from visionauto.models.yolo.ema import (
+    EMA_DECAY,
+    EMA_RAMP_UPDATES,
+    ema_decay,
+    ema_schedule,
+    make_ema_copy,
+    update_ema,
+)
 from visionauto.models.yolo.loss import YoloLoss
 from visionauto.models.yolo.net import MODEL_SIZES, SIZE_ALIASES, STRIDES, YoloNet
 from visionauto.models.yolo.postprocess import decode_outputs, select_detections
@@ -101,6 +108,7 @@ class YoloDetector(Detector):
         self.model = net.to(memory_format=torch.channels_last)
         self.ema = make_ema_copy(self.model)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.ema_decay_max, self.ema_ramp = EMA_DECAY, EMA_RAMP_UPDATES
         anchors = default_anchors(self.img_size) if anchors is None else anchors
         self.register_buffer("anchors", torch.as_tensor(np.asarray(anchors), dtype=torch.float32))
         if tuple(self.anchors.shape) != (9, 2):
@@ -153,11 +161,17 @@ class YoloDetector(Detector):
         return {"img_size": self.img_size, "model_size": self.model_size, **self.settings}
 
     # ---------------------------------------------------------------- training
+    def fit_ema_to_schedule(self, total_updates: int) -> None:
+        """Scale the EMA's decay and ramp to a run of ``total_updates`` optimizer steps (see
+        :func:`visionauto.models.yolo.ema.ema_schedule`); call before training."""
+        self.ema_decay_max, self.ema_ramp = ema_schedule(total_updates)
+
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Update the EMA weights; call once after every optimizer step."""
         self.ema_updates += 1
-        update_ema(self.ema, self.model, ema_decay(int(self.ema_updates)))
+        decay = ema_decay(int(self.ema_updates), self.ema_decay_max, self.ema_ramp)
+        update_ema(self.ema, self.model, decay)
         self._drop_fused()
 
     def optimizer_parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:

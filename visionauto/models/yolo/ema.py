@@ -4,6 +4,10 @@ The averaged copy is what the detector evaluates: on small noisy datasets it sco
 more steadily than the raw weights of the last step. The decay ramps up from 0 so the first
 updates follow the fast-changing raw weights instead of keeping the random initialisation:
 ``decay(n) = decay_max * (1 - exp(-n / ramp))``.
+
+YOLOv5's constants (0.9999, a ramp of 2000 updates) suit COCO-sized runs; AutoML runs are often a
+few hundred updates, where they leave the "average" equal to the last raw weights (decay 0.2
+after 500 updates). :func:`ema_schedule` scales both to the run's length.
 """
 
 from __future__ import annotations
@@ -28,6 +32,17 @@ def make_ema_copy(net: nn.Module) -> nn.Module:
 def ema_decay(updates: int, decay: float = EMA_DECAY, ramp: float = EMA_RAMP_UPDATES) -> float:
     """Decay of the ``updates``-th update (1-based); 0 for the first few means "copy"."""
     return decay * (1.0 - math.exp(-updates / ramp))
+
+
+def ema_schedule(total_updates: int) -> tuple[float, float]:
+    """``(decay_max, ramp)`` for a run of ``total_updates`` optimizer steps: the ramp is at most a
+    tenth of the run, and the averaging window ``1 / (1 - decay_max)`` at most a fifth of it, so
+    the average follows the schedule instead of remembering its noisy start. Long runs keep
+    YOLOv5's constants."""
+    total = max(1, int(total_updates))
+    ramp = min(EMA_RAMP_UPDATES, max(1.0, total / 10))
+    decay_max = min(EMA_DECAY, max(0.0, 1.0 - 5.0 / total))
+    return decay_max, ramp
 
 
 @torch.no_grad()
