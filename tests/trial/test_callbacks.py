@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionauto.trial.callbacks import DelayedEarlyStopping, MetricHistory
+from visionauto.trial.callbacks import BestCheckpoint, DelayedEarlyStopping, MetricHistory
 from visionauto.trial.families import class_weights
 
 
@@ -44,6 +44,30 @@ def test_early_stopping_waits_delay_evaluations_then_counts_patience() -> None:
     trainer = _fit(scores, [DelayedEarlyStopping(monitor="accuracy", patience=2, delay=2), history])
     assert len(history.rows) == 5
     assert trainer.current_epoch == 5
+
+
+def test_early_stopping_counts_from_the_first_positive_score() -> None:
+    # A detector from scratch scores 0 for its first evaluations: those are neither delay nor
+    # patience. Counting starts at 0.1 (delay 1), tracking at 0.2, and 2 flat evaluations stop.
+    scores = [0.0, 0.0, 0.0, 0.0, 0.1, 0.2, 0.2, 0.2, 0.9, 0.9]
+    history = MetricHistory()
+    trainer = _fit(scores, [DelayedEarlyStopping(monitor="accuracy", patience=2, delay=1), history])
+    assert len(history.rows) == 8
+    assert trainer.current_epoch == 8
+
+
+def test_best_checkpoint_takes_the_later_of_tied_evaluations(tmp_path) -> None:
+    best = BestCheckpoint(dirpath=tmp_path, filename="best", monitor="accuracy", mode="max",
+                          save_top_k=1, auto_insert_metric_name=False,
+                          enable_version_counter=False)
+    data = DataLoader(TensorDataset(torch.ones(2, 1)), batch_size=2)
+    trainer = Trainer(max_epochs=5, callbacks=[best], logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(_Scripted([0.5, 1.0, 1.0, 0.9, 1.0]), train_dataloaders=data,
+                val_dataloaders=data)
+    assert float(best.best_model_score) == 1.0
+    assert torch.load(best.best_model_path, weights_only=False)["epoch"] == 4  # the 5th, 0-based
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]
 
 
 def test_no_stop_while_improving() -> None:

@@ -191,7 +191,7 @@ def run_sweep(req: SweepRequest, *, echo: Callable[[str], None] | None = None) -
     spec = st.storage_spec(sweep_dir, sw.storage)
     name = sw.study_name or st.default_study_name(sweep_dir)
     pruner = build_pruner(plan.early_termination)
-    study = st.create_or_load_study(spec, name, sampler=_placeholder_sampler(), pruner=pruner)
+    study = st.create_or_load_study(spec, name, sampler=_loading_sampler(), pruner=pruner)
     resumed = bool(study.trials)
     st.recover_stale_trials(study)
     # A seeded sampler restarted on a resumed study would propose the same points again.
@@ -270,7 +270,9 @@ def run_sweep(req: SweepRequest, *, echo: Callable[[str], None] | None = None) -
     return SweepResult(sweep_dir, best.number, best.value)
 
 
-def _placeholder_sampler() -> object:
+def _loading_sampler() -> object:
+    """The sampler a study is loaded with; it samples nothing. The sweep's own sampler replaces it
+    once the number of past trials (its seed offset on a resume) is known."""
     import optuna
 
     return optuna.samplers.RandomSampler()

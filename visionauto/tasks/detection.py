@@ -16,10 +16,14 @@ from lightning.pytorch import LightningModule
 
 from visionauto.metrics.detection import DetectionEvaluator, DetectionResult
 from visionauto.models.registry import create_model
-from visionauto.tasks.optim import OptimSettings, build_optimizer, build_scheduler
+from visionauto.tasks.optim import OptimSettings, lightning_optimizers
 
 # Validation images kept (downscaled) with their predictions for the plots of the run folder.
 PLOT_SAMPLES = 8
+# AP integrates precision over every score, so validation asks the model for its low-score
+# predictions too (torchvision's COCO evaluation setting); precision and recall still count only
+# predictions at or above the model's own box_score_thresh, and the saved model keeps it.
+VALIDATION_SCORE_THRESHOLD = 0.05
 PLOT_MAX_SIDE = 512
 
 
@@ -66,6 +70,7 @@ class DetectionTask(LightningModule):
             iou_type="segm" if task == "instance_segmentation" else "bbox")
         self.last_result: DetectionResult | None = None
         self.plot_samples: list[tuple[torch.Tensor, dict, dict]] = []
+        self._serving_threshold: float | None = None
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """list of f32[3,H,W] in [0,1] -> one prediction dict per image (eval mode)."""
@@ -79,6 +84,11 @@ class DetectionTask(LightningModule):
         for name, value in losses.items():
             self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=size)
         return loss
+
+    def on_fit_start(self) -> None:
+        fit_ema = getattr(self.model, "fit_ema_to_schedule", None)  # YOLO's weight average
+        if fit_ema is not None:
+            fit_ema(int(self.trainer.estimated_stepping_batches))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # YOLO keeps an EMA of its weights; other detectors have nothing to do here.
@@ -94,6 +104,12 @@ class DetectionTask(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.evaluator.reset()
         self.plot_samples.clear()
+        threshold = self.model.inference_settings().get("box_score_thresh")
+        if threshold is not None:  # precision and recall at the threshold the model serves with
+            self.evaluator.score_threshold = float(threshold)
+        if threshold is not None and threshold > VALIDATION_SCORE_THRESHOLD:
+            self._serving_threshold = threshold
+            self.model.set_inference_settings(box_score_thresh=VALIDATION_SCORE_THRESHOLD)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         preds = self.model(batch["images"])
@@ -105,6 +121,9 @@ class DetectionTask(LightningModule):
                 self.plot_samples.append(_plot_sample(image, pred, target))
 
     def on_validation_epoch_end(self) -> None:
+        if self._serving_threshold is not None:
+            self.model.set_inference_settings(box_score_thresh=self._serving_threshold)
+            self._serving_threshold = None
         if self.trainer.world_size > 1:  # every rank evaluated its shard: merge on all ranks
             self.evaluator.merge_from(self.all_gather_objects(self.evaluator.state()))
         result = self.evaluator.compute()
@@ -121,14 +140,10 @@ class DetectionTask(LightningModule):
         return gathered
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.optim)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        scheduler = build_scheduler(optimizer, self.optim, steps_per_epoch=per_epoch,
-                                    total_steps=total)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        # YOLO keeps batch-norm weights and biases out of weight decay.
+        groups = getattr(self.model, "optimizer_parameter_groups", None)
+        params = groups(self.optim.weight_decay) if groups else self.parameters()
+        return lightning_optimizers(self, params, self.optim)
 
 
 def _to_cpu(target: dict[str, Any]) -> dict[str, Any]:

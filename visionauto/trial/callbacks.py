@@ -7,8 +7,9 @@ import math
 import time
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 log = logging.getLogger("visionauto.trial")
 
@@ -17,7 +18,9 @@ class DelayedEarlyStopping(EarlyStopping):
     """Azure's early stopping: ignore the first ``delay`` evaluations, then stop after
     ``patience`` evaluations without improvement of the primary metric (spec §1.1).
 
-    Counts are in validation evaluations, so they interact with ``evaluation_frequency``.
+    Counts are in validation evaluations, so they interact with ``evaluation_frequency``. They
+    start at the first evaluation with a positive score: a model that has not scored yet (a
+    detector trained from scratch, still in its warmup, finds nothing) is not stalled.
     """
 
     def __init__(self, *, monitor: str, patience: int, delay: int, mode: str = "max") -> None:
@@ -28,6 +31,9 @@ class DelayedEarlyStopping(EarlyStopping):
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
+            return
+        score = trainer.callback_metrics.get(self.monitor)
+        if self._evaluations == 0 and (score is None or not float(score) > 0.0):
             return
         self._evaluations += 1
         if self._evaluations <= self.delay:
@@ -40,6 +46,21 @@ class DelayedEarlyStopping(EarlyStopping):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._evaluations = state_dict.pop("evaluations", 0)
         super().load_state_dict(state_dict)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Keeps the best evaluation by the primary metric; on a tie, the later one.
+
+    A metric that saturates (mAP@0.5 reaches 1.0 on an easy set many epochs before the boxes stop
+    improving) would otherwise freeze the model at the first evaluation that reached the top.
+    """
+
+    def check_monitor_top_k(self, trainer: Trainer, current: torch.Tensor | None = None) -> bool:
+        if current is None or self.save_top_k != 1 or not self.best_k_models:
+            return super().check_monitor_top_k(trainer, current)
+        best = self.best_k_models[self.kth_best_model_path]
+        at_least = torch.ge if self.mode == "max" else torch.le
+        return trainer.strategy.reduce_boolean_decision(bool(at_least(current, best)))
 
 
 class MetricHistory(Callback):

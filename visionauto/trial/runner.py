@@ -24,7 +24,7 @@ from visionauto.config.schema import RootConfig
 from visionauto.data.prepare import load_prepared, prepare_data
 from visionauto.system import available_cpus
 from visionauto.tracking import RunTracker
-from visionauto.trial.callbacks import DelayedEarlyStopping, MetricHistory
+from visionauto.trial.callbacks import BestCheckpoint, DelayedEarlyStopping, MetricHistory
 from visionauto.trial.families import TaskFamily, build_family
 from visionauto.trial.pruning import StudyReporter
 
@@ -81,9 +81,9 @@ def _fit_and_save(cfg: RootConfig, family: TaskFamily, run_dir: Path, tracker: R
     t = cfg.training
     primary = cfg.task.primary_metric
     history = MetricHistory(tracker, _chain(report, reporter))
-    best_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=primary,
-                                mode="max", save_top_k=1, save_last=True,
-                                auto_insert_metric_name=False, enable_version_counter=False)
+    best_ckpt = BestCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=primary,
+                               mode="max", save_top_k=1, save_last=True,
+                               auto_insert_metric_name=False, enable_version_counter=False)
     callbacks: list[Any] = [history, best_ckpt]
     if reporter is not None:
         callbacks.append(reporter)
