@@ -85,6 +85,35 @@ def labelme_jsonl(out: Path) -> Path:
     return path
 
 
+def _tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (loader workers), from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines()
+                              if line.startswith("VmRSS:")))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue  # the process ended meanwhile
+    return total / 1024
+
+
+def run_sampling_memory(cmd: list[str], every: float = 5.0) -> list[tuple[float, float]]:
+    """Run ``cmd``; every ``every`` seconds record (seconds since start, MiB of its process tree).
+    Raises CalledProcessError as subprocess.run(check=True) would."""
+    start, samples = time.perf_counter(), []
+    proc = subprocess.Popen(cmd)
+    while proc.poll() is None:
+        samples.append((time.perf_counter() - start, _tree_rss_mib(proc.pid)))
+        time.sleep(every)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="maskrcnn_efficientnet_lite0_fpn")
@@ -94,6 +123,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--labelme", action="store_true", help="smoke run on the labelme examples")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_segmentation")
+    parser.add_argument("extra", nargs="*", help="more overrides, e.g. trainer.precision=bf16-mixed")
     args = parser.parse_args()
 
     work = args.out / ("labelme" if args.labelme else f"synthetic_{args.size}")
@@ -104,10 +134,12 @@ def main() -> None:
            f"training.min_size={args.size}", f"training.max_size={args.size}",
            "training.training_batch_size=4", "training.validation_batch_size=4",
            "training.validation_metric_type=coco_voc", f"trainer.max_time=00:00:{args.minutes:02d}:00",
-           "trainer.enable_progress_bar=false", "tracking.enabled=false", f"hydra.run.dir={run_dir}"]
+           "trainer.enable_progress_bar=false", "tracking.enabled=false", f"hydra.run.dir={run_dir}",
+           # A fixed budget: train it out (noisy validation on few images can stop a run early).
+           "training.early_stopping=false", *args.extra]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    samples = run_sampling_memory(cmd)
     wall = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -117,6 +149,11 @@ def main() -> None:
     print(f"{work.name:10} {args.model:34} {metrics['epochs_run']:>6} "
           f"{m.get('mean_average_precision', -1):>12.4f} {m.get('coco_map', -1):>9.4f} "
           f"{m.get('train_epoch_duration_seconds_avg', 0):>8.1f} {peak_mib:>9.0f} {wall:>7.0f}")
+    # Memory that grows with the epochs would show here (masks kept per image, for instance).
+    samples = [(t, mib) for t, mib in samples if mib > 0]  # 0 before /proc has the process
+    step = max(1, len(samples) // 10)
+    print("memory of the training processes, MiB: " + ", ".join(
+        f"{t:.0f}s {mib:.0f}" for t, mib in samples[::step]))
 
 
 if __name__ == "__main__":
