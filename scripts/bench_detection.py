@@ -107,7 +107,9 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more overrides, e.g. training.learning_rate=0.01")
     args = parser.parse_args()
 
-    work = args.out / f"{args.dataset}_{args.model}_{args.size}"
+    # One folder per configuration: the override values name it (small and nano runs both stay).
+    tags = "".join(f"_{value.split('=')[-1]}" for value in args.extra)
+    work = args.out / f"{args.dataset}_{args.model}_{args.size}{tags}"
     work.mkdir(parents=True, exist_ok=True)
     split = fridge_split if args.dataset == "fridge" else bccd_split
     train_path, val_path = split(work)
