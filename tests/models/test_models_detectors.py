@@ -371,9 +371,13 @@ def test_width_options_are_checked() -> None:
     with pytest.raises(ModelError, match=r"box_representation_size=0 .* integer >= 8"):
         create_model("detection", "fasterrcnn_resnet18_fpn", num_classes=2,
                      box_representation_size=0)
-    with pytest.raises(ModelError, match=r"mask_head_channels does not apply to model "
-                                         r"'fasterrcnn_resnet18_fpn'"):
+    with pytest.raises(ModelError, match=r"Unknown option mask_head_channels=64 for model "
+                                         r"'fasterrcnn_resnet18_fpn' "):
         create_model("detection", "fasterrcnn_resnet18_fpn", num_classes=2, mask_head_channels=64)
+    with pytest.raises(ModelError, match=r"Unknown option box_representation_size=256 for model "
+                                         r"'retinanet_resnet50_fpn' "):
+        create_model("detection", "retinanet_resnet50_fpn", num_classes=2,
+                     box_representation_size=256)
 
 
 # ------------------------------------------------------------------------------- training

@@ -88,9 +88,13 @@ _RESERVED = {
     "detections_per_img",
 }
 _TRANSFORM_OPTIONS = ("size_divisible", "fixed_size")
-# Width options of the neck and heads (ours, not torchvision's): FPN channels of a timm backbone,
-# the R-CNN box head's hidden size, the Mask R-CNN mask head's conv width.
-_WIDTH_OPTIONS = ("fpn_channels", "box_representation_size", "mask_head_channels")
+# Width options of the neck and heads per family (ours, not torchvision's): FPN channels of a timm
+# backbone, the R-CNN box head's hidden size, the Mask R-CNN mask head's conv width.
+_WIDTH_OPTIONS = {
+    "fasterrcnn": ("fpn_channels", "box_representation_size"),
+    "maskrcnn": ("fpn_channels", "box_representation_size", "mask_head_channels"),
+    "retinanet": ("fpn_channels",),
+}
 _TRAINABLE_DEFAULT_PRETRAINED = 3  # torchvision and Azure: stem and stage 1 frozen
 
 
@@ -104,7 +108,8 @@ def family_options(family: str) -> list[str]:
     """Keyword options ``create_model`` passes to torchvision's constructor for a family."""
     params = inspect.signature(_CLASSES[family].__init__).parameters
     names = [p for p in params if p not in _RESERVED and p not in RCNN_DEFAULT_SETTINGS]
-    return [*names, *_TRANSFORM_OPTIONS, *_WIDTH_OPTIONS, "trainable_backbone_layers", "freeze_bn"]
+    widths = _WIDTH_OPTIONS[family]
+    return [*names, *_TRANSFORM_OPTIONS, *widths, "trainable_backbone_layers", "freeze_bn"]
 
 
 def _split_kwargs(
@@ -175,13 +180,9 @@ def _build_net(
     label: str,
 ) -> nn.Module:
     """torchvision's model on ``backbone``; anchors and RoI poolers follow its levels."""
+    # Only the families that have these heads accept them (checked in _split_kwargs).
     representation = _width(options, "box_representation_size", label)
     mask = _width(options, "mask_head_channels", label)
-    wrong = [n for n, v in (("box_representation_size", representation),
-                            ("mask_head_channels", mask)) if v is not None
-             and (family == "retinanet" or (n == "mask_head_channels" and family != "maskrcnn"))]
-    if wrong:
-        raise ModelError(f"{wrong[0]} does not apply to model {label}. Fix: drop the option.")
     kwargs: dict[str, Any] = {
         "min_size": RCNN_DEFAULT_SETTINGS["min_size"],
         "max_size": RCNN_DEFAULT_SETTINGS["max_size"],
@@ -240,8 +241,9 @@ def _trainable_layers(value: Any, label: str) -> int:
 # ~2x and inference ~3x faster; the widths below another ~3x (fridge photos at 320 px,
 # efficientnet_lite0, 2 threads, batch 2: 1.4 -> 4.3 training images/s, 246 -> 83 ms per image;
 # Mask R-CNN 0.9 -> 2.7 images/s; RetinaNet 2.4 -> 4.6 images/s). Caller options win.
+_LIGHT_NECK = {"fpn_channels": 128}
 LIGHT_RCNN_BUDGET: dict[str, int] = {
-    "fpn_channels": 128,
+    **_LIGHT_NECK,
     "box_representation_size": 256,
     "box_batch_size_per_image": 128,
     "rpn_pre_nms_top_n_train": 1000,
@@ -249,8 +251,11 @@ LIGHT_RCNN_BUDGET: dict[str, int] = {
     "rpn_pre_nms_top_n_test": 500,
     "rpn_post_nms_top_n_test": 300,
 }
-LIGHT_RCNN_BUDGET_MASK: dict[str, int] = {"mask_head_channels": 128}
-LIGHT_RETINANET_BUDGET: dict[str, int] = {"fpn_channels": 128}
+LIGHT_BUDGET: dict[str, dict[str, int]] = {
+    "fasterrcnn": LIGHT_RCNN_BUDGET,
+    "maskrcnn": LIGHT_RCNN_BUDGET | {"mask_head_channels": 128},
+    "retinanet": _LIGHT_NECK,
+}
 
 
 def build_torchvision_detector(
@@ -276,7 +281,7 @@ def build_torchvision_detector(
             default 3 with pretrained weights, else 5), ``freeze_bn`` (keep the backbone's
             BatchNorm in eval mode; default: with pretrained weights), widths
             (``fpn_channels`` for timm backbones, ``box_representation_size``,
-            ``mask_head_channels``; timm backbones default to :data:`LIGHT_RCNN_BUDGET`) and
+            ``mask_head_channels``; timm backbones default to :data:`LIGHT_BUDGET`) and
             torchvision's constructor options (``rpn_pre_nms_top_n_train``,
             ``box_batch_size_per_image``, ``topk_candidates``, ...).
 
@@ -302,12 +307,7 @@ def build_torchvision_detector(
         )
     settings, options = _split_kwargs(family, kwargs, label)
     if spec.backbone_source == "timm":
-        light = {
-            "fasterrcnn": LIGHT_RCNN_BUDGET,
-            "maskrcnn": LIGHT_RCNN_BUDGET | LIGHT_RCNN_BUDGET_MASK,
-            "retinanet": LIGHT_RETINANET_BUDGET,
-        }[family]
-        options = {**light, **options}
+        options = {**LIGHT_BUDGET[family], **options}
     backbone = _build_backbone(spec, label, _width(options, "fpn_channels", label))
     net = _build_net(family, backbone, num_classes, options, label)
     if weights_path is not None:

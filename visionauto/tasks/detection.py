@@ -105,9 +105,10 @@ class DetectionTask(LightningModule):
         self.evaluator.reset()
         self.plot_samples.clear()
         threshold = self.model.inference_settings().get("box_score_thresh")
-        if threshold is not None:  # precision and recall at the threshold the model serves with
-            self.evaluator.score_threshold = float(threshold)
-        if threshold is not None and threshold > VALIDATION_SCORE_THRESHOLD:
+        if threshold is None:
+            return
+        self.evaluator.score_threshold = float(threshold)  # precision/recall as the model serves
+        if threshold > VALIDATION_SCORE_THRESHOLD:
             self._serving_threshold = threshold
             self.model.set_inference_settings(box_score_thresh=VALIDATION_SCORE_THRESHOLD)
 
