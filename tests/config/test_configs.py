@@ -40,7 +40,7 @@ def test_every_group_option_composes(group: str) -> None:
 def test_defaults_follow_azure() -> None:
     cfg = _compose([])
     assert cfg.task.name == "classification" and cfg.model.name == "auto"
-    t = cfg.training
+    t = resolve_defaults(cfg).training
     assert (t.learning_rate_scheduler, t.optimizer, t.momentum, t.weight_decay) == (
         "warmup_cosine", "sgd", 0.9, 1e-4)
     assert (t.warmup_cosine_lr_cycles, t.warmup_cosine_lr_warmup_epochs) == (0.45, 2)
@@ -67,6 +67,17 @@ def test_per_model_defaults_fill_unset_values(task: str, model: str, expected: t
     t = resolve_defaults(_compose([f"task={task}", f"model={model}"])).training
     assert (t.number_of_epochs, t.training_batch_size, t.validation_batch_size,
             t.learning_rate) == expected
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ([], ("adamw", 0.002)),  # from scratch: AdamW, with its own learning rate
+    (["training.optimizer=sgd"], ("sgd", 0.01)),  # Azure's yolov5 default
+    (["training.optimizer=adam"], ("adam", 0.002)),
+    (["training.learning_rate=0.001"], ("adamw", 0.001)),
+])
+def test_yolov5_defaults_to_adamw_unless_told(overrides: list[str], expected: tuple) -> None:
+    t = resolve_defaults(_compose(["task=detection", "model=yolov5", *overrides])).training
+    assert (t.optimizer, t.learning_rate) == expected
 
 
 def test_user_values_win_over_model_defaults() -> None:

@@ -95,8 +95,15 @@ def test_mask_rcnn_answers_with_polygons(tmp_path: Path, object_sets: dict) -> N
 
 def test_yolov5_trains_with_mosaic(tmp_path: Path, object_sets: dict) -> None:
     data = object_sets["detection"]
-    run_dir = _train(tmp_path, "detection", data, "model=yolov5", "training.image_size=64",
-                     "training.model_size=small", "training.layers_to_freeze=2")
+    run_dir = tmp_path / "run"
+    result = run_cli("task=detection", f"data.train={data}", f"hydra.run.dir={run_dir}", *SMALL,
+                     "model=yolov5", "training.image_size=64", "training.model_size=small",
+                     "training.layers_to_freeze=2", "training.mosaic_off_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The last epoch trains on whole images; the optimizer is AdamW unless the user sets one.
+    assert "epoch 2: mosaic off" in result.stderr and "epoch 1: mosaic" not in result.stderr
+    config = (run_dir / "config.yaml").read_text()
+    assert "optimizer: adamw" in config and "learning_rate: 0.002" in config
     settings = _check_run(run_dir, "detection", "yolov5")
     assert (settings["img_size"], settings["box_score_thresh"]) == (64, 0.1)
     assert settings["model_kwargs"]["model_size"] == "small"

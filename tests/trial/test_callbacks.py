@@ -2,10 +2,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
+from torchvision import tv_tensors
 
-from visionauto.trial.callbacks import BestCheckpoint, DelayedEarlyStopping, MetricHistory
+from visionauto.data.yolo_transforms import MosaicDataset
+from visionauto.trial.callbacks import (
+    BestCheckpoint,
+    DelayedEarlyStopping,
+    MetricHistory,
+    MosaicSchedule,
+)
 from visionauto.trial.families import class_weights
 
 
@@ -91,3 +98,67 @@ def test_class_weights_follow_weighted_loss_modes() -> None:
     w1 = class_weights(counts, 40, multilabel=False, mode=1)
     assert w1 == [round(2.0 ** 0.5, 6), round((2 / 3) ** 0.5, 6)]
     assert class_weights(counts, 40, multilabel=True, mode=2) == [3.0, 0.333333]
+
+
+class _Photos:
+    """``load(i)``: 40x60 gray images with one box (a mosaic of them is 32x32)."""
+
+    transform = None
+
+    def __len__(self) -> int:
+        return 4
+
+    def load(self, index: int):  # type: ignore[no-untyped-def]
+        boxes = tv_tensors.BoundingBoxes([[5.0, 5.0, 30.0, 20.0]], format="XYXY",
+                                         canvas_size=(40, 60))
+        return tv_tensors.Image(torch.full((3, 40, 60), index, dtype=torch.uint8)), {
+            "boxes": boxes, "labels": torch.tensor([0]), "iscrowd": torch.tensor([0])}
+
+
+def _first(batch):  # type: ignore[no-untyped-def]
+    return batch[0]
+
+
+class _MosaicData(LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_dataset = MosaicDataset(_Photos(), 32, seed=1)
+
+    def train_dataloader(self) -> DataLoader:
+        # A persistent worker keeps its copy of the dataset: the switch must still reach it.
+        return DataLoader(self.train_dataset, batch_size=1, num_workers=1,
+                          persistent_workers=True, collate_fn=_first)
+
+
+class _SizeRecorder(LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.sizes: list[tuple[int, int]] = []
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        if batch_idx == 0:
+            self.sizes.append(tuple(batch[0].shape[-2:]))
+        return self.layer(torch.ones(1, 1)).sum()
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_mosaic_schedule_turns_mosaic_off_for_the_last_epochs_in_loader_workers() -> None:
+    module, data = _SizeRecorder(), _MosaicData()
+    trainer = Trainer(max_epochs=5, callbacks=[MosaicSchedule(2)], logger=False,
+                      enable_progress_bar=False, enable_checkpointing=False,
+                      enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, datamodule=data)
+    assert module.sizes == [(32, 32)] * 3 + [(40, 60)] * 2
+    assert data.train_dataset.p == 0.0
+
+
+def test_mosaic_schedule_with_zero_epochs_keeps_mosaic() -> None:
+    module, data = _SizeRecorder(), _MosaicData()
+    trainer = Trainer(max_epochs=3, callbacks=[MosaicSchedule(0)], logger=False,
+                      enable_progress_bar=False, enable_checkpointing=False,
+                      enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, datamodule=data)
+    assert module.sizes == [(32, 32)] * 3

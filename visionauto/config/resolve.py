@@ -9,7 +9,7 @@ import dataclasses
 
 from visionauto.config.schema import DEFAULT_MODELS, RootConfig
 from visionauto.errors import ConfigError
-from visionauto.models.registry import get_model_spec, model_defaults
+from visionauto.models.registry import default_optimizer, get_model_spec, model_defaults
 from visionauto.system import available_cpus
 
 CLASSIFICATION_TASKS = ("classification", "multilabel")
@@ -28,6 +28,9 @@ def resolve_defaults(cfg: RootConfig) -> RootConfig:
             cfg.model, name=DEFAULT_MODELS[cfg.task.name]))
     task, training = cfg.task.name, cfg.training
     spec = get_model_spec(cfg.model.name, task)
+    training.optimizer, learning_rate = default_optimizer(task, cfg.model.name, training.optimizer)
+    if training.learning_rate is None:
+        training.learning_rate = learning_rate
     for key, value in model_defaults(task, cfg.model.name).items():
         if getattr(training, key) is None:
             setattr(training, key, value)

@@ -128,7 +128,7 @@ class TrainingConfig:
     warmup_cosine_lr_warmup_epochs: int = 2
     step_lr_gamma: float = 0.5
     step_lr_step_size: int = 5
-    optimizer: str = "sgd"  # sgd | adam | adamw
+    optimizer: str | None = None  # sgd | adam | adamw; None: sgd (Azure), adamw for yolov5
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = True
@@ -165,6 +165,9 @@ class TrainingConfig:
     image_size: int = 640
     model_size: str = "medium"  # small | medium | large | extra_large (xlarge); nano beyond Azure
     multi_scale: bool = False
+    # yolov5 beyond Azure: the last N epochs train without mosaic (YOLOX's recipe); None: 15%
+    # of number_of_epochs, 0: mosaic throughout (Azure's behaviour).
+    mosaic_off_epochs: int | None = None
     # Instance segmentation inference (spec §1.3).
     mask_pixel_score_threshold: float = 0.5
     max_number_of_polygon_points: int = 100
@@ -183,7 +186,8 @@ class TrainingConfig:
                     "validation_resize_size", "min_size", "max_size", "box_detections_per_image",
                     "image_size", "max_number_of_polygon_points"):
             _check_positive(f"training.{key}", getattr(self, key))
-        for key in ("early_stopping_delay", "layers_to_freeze", "number_of_workers"):
+        for key in ("early_stopping_delay", "layers_to_freeze", "number_of_workers",
+                    "mosaic_off_epochs"):
             _check_positive(f"training.{key}", getattr(self, key), allow_zero=True)
         for key in ("learning_rate", "warmup_cosine_lr_cycles", "step_lr_gamma", "momentum",
                     "weight_decay", "beta1", "beta2"):
@@ -211,7 +215,8 @@ class TrainingConfig:
                               "Lower min_size or raise max_size.")
         _check_choice("training.learning_rate_scheduler", self.learning_rate_scheduler,
                       ("warmup_cosine", "step", "none"))
-        _check_choice("training.optimizer", self.optimizer, ("sgd", "adam", "adamw"))
+        if self.optimizer is not None:
+            _check_choice("training.optimizer", self.optimizer, ("sgd", "adam", "adamw"))
         _check(self.weighted_loss in (0, 1, 2), "training.weighted_loss", self.weighted_loss,
                "0 (none), 1 (sqrt of class weights) or 2 (class weights)")
         if self.validation_crop_size > self.validation_resize_size:

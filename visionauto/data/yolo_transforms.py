@@ -243,6 +243,10 @@ class MosaicDataset(Dataset):
     (unchanged) otherwise. Randomness: a generator seeded with ``seed`` in the main process and
     with the DataLoader's per-worker, per-epoch seed inside workers (so workers differ and
     epochs differ, yet ``torch.manual_seed`` makes a run reproducible).
+
+    ``p`` lives in shared memory: setting it in the main process (e.g. to 0 for the last
+    epochs, see :class:`visionauto.trial.callbacks.MosaicSchedule`) reaches persistent loader
+    workers too, forked or spawned.
     """
 
     def __init__(
@@ -269,7 +273,7 @@ class MosaicDataset(Dataset):
         """
         self.base = base
         self.img_size = img_size
-        self.p = p
+        self._p = torch.tensor([float(p)]).share_memory_()
         self.seed = seed
         self.transform = transform if transform is not None else getattr(base, "transform", None)
         if cache_tiles is None:
@@ -280,6 +284,15 @@ class MosaicDataset(Dataset):
         )
         self._generator: torch.Generator | None = None
         self._generator_key: int | None = None
+
+    @property
+    def p(self) -> float:
+        """Probability that a sample is a mosaic."""
+        return float(self._p[0])
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p[0] = float(value)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -301,7 +314,8 @@ class MosaicDataset(Dataset):
     def load(self, index: int) -> Sample:
         """The sample before ``transform``: a mosaic around image ``index`` or the image alone."""
         rng = self._rng()
-        if self.p < 1.0 and float(torch.rand(1, generator=rng)) >= self.p:
+        p = self.p
+        if p < 1.0 and float(torch.rand(1, generator=rng)) >= p:
             return self.base.load(index)
         others = torch.randint(len(self.base), (3,), generator=rng).tolist()
         low, high = _JUNCTION_RANGE

@@ -133,3 +133,34 @@ class MetricHistory(Callback):
             epoch = int(row["epoch"]) - 1
             if "train_loss" not in row and epoch in self._train_loss:
                 row["train_loss"] = self._train_loss[epoch]
+
+
+class MosaicSchedule(Callback):
+    """Turns mosaic off for the last ``off_epochs`` training epochs (YOLOX, Ge et al., 2021:
+    the strong augmentation ends before training does, so the last epochs see whole images,
+    as validation and inference do, and the boxes settle on that distribution).
+
+    The training set is the datamodule's ``train_dataset`` (a
+    :class:`visionauto.data.yolo_transforms.MosaicDataset`, whose ``p`` reaches persistent
+    loader workers); its probability at the first epoch is the one restored before the last
+    ``off_epochs``. The switch depends only on the epoch index, so a resumed run matches.
+
+    Args:
+        off_epochs: epochs at the end without mosaic; 0 keeps it on throughout.
+    """
+
+    def __init__(self, off_epochs: int) -> None:
+        self.off_epochs = off_epochs
+        self._p: float | None = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dataset = getattr(trainer.datamodule, "train_dataset", None)
+        if not hasattr(dataset, "p"):
+            return
+        if self._p is None:
+            self._p = float(dataset.p)
+        last_on = (trainer.max_epochs or 0) - self.off_epochs
+        p = 0.0 if self.off_epochs and trainer.current_epoch >= last_on else self._p
+        if p != dataset.p:
+            dataset.p = p
+            log.info("epoch %d: mosaic %s", trainer.current_epoch + 1, "on" if p else "off")

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import Callback
 
-from visionauto.config.schema import RootConfig
+from visionauto.config.schema import RootConfig, TrainingConfig
 from visionauto.data.datasets import should_cache
 from visionauto.data.detection_datamodule import DetectionDataModule
 from visionauto.data.records import ImageRecord, parse_object_label
@@ -26,9 +27,11 @@ from visionauto.packaging.pyfunc import save_model
 from visionauto.packaging.settings import INFERENCE_DEFAULTS, build_settings
 from visionauto.tasks.classification import optim_settings
 from visionauto.tasks.detection import DetectionTask
+from visionauto.trial.callbacks import MosaicSchedule
 from visionauto.trial.checkpoint import apply_warm_start, load_warm_start
 
 log = logging.getLogger("visionauto.trial")
+MOSAIC_OFF_FRACTION = 0.15
 
 
 def is_yolo(model_name: str) -> bool:
@@ -110,6 +113,14 @@ def backbone_training_options(cfg: RootConfig, *, warm_start: bool) -> dict[str,
     return options
 
 
+def mosaic_off_epochs(training: TrainingConfig) -> int:
+    """Epochs at the end of a yolov5 run without mosaic: ``mosaic_off_epochs``, or 15% of
+    ``number_of_epochs`` (rounded) when unset."""
+    if training.mosaic_off_epochs is not None:
+        return training.mosaic_off_epochs
+    return round(MOSAIC_OFF_FRACTION * (training.number_of_epochs or 0))
+
+
 class DetectionFamily:
     """Object detection (boxes) and instance segmentation (boxes + masks)."""
 
@@ -120,6 +131,8 @@ class DetectionFamily:
         self.n_train, self.n_val = len(train), len(val)
         self.yolo = is_yolo(cfg.model.name)
         self.tiling = tiling_settings(cfg)
+        aug = cfg.augmentation
+        self.mosaic = self.yolo and aug.name != "none" and aug.apply_mosaic_for_yolo
         self.model_kwargs: dict[str, Any] = inference_settings(cfg)
         warm = load_warm_start(t.checkpoint) if t.checkpoint else None
         if self.yolo:
@@ -159,7 +172,7 @@ class DetectionFamily:
             from visionauto.data.yolo_transforms import MosaicDataset, build_yolo_train_transform
 
             train_transform = build_yolo_train_transform(t.image_size, augment=augment)
-            if aug.name != "none" and aug.apply_mosaic_for_yolo:
+            if self.mosaic:
                 def wrapper(base):  # noqa: ANN001, ANN202 - a DetectionDataset
                     return MosaicDataset(base, t.image_size, seed=t.random_seed)
         elif self.tiling is not None:
@@ -178,6 +191,11 @@ class DetectionFamily:
             seed=t.random_seed, train_transform=train_transform,
             train_dataset_wrapper=wrapper,
         )
+
+    def callbacks(self) -> list[Callback]:
+        """Trainer callbacks of this family: yolov5's end-of-training mosaic switch-off."""
+        off = mosaic_off_epochs(self.cfg.training) if self.mosaic else 0
+        return [MosaicSchedule(off)] if off else []
 
     def final_metrics(self) -> dict[str, float]:
         result = self.module.last_result

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 
 from visionauto.config.schema import RootConfig
 from visionauto.data.datamodule import ClassificationDataModule
@@ -38,6 +38,8 @@ class TaskFamily(Protocol):
     datamodule: LightningDataModule
     n_train: int
     n_val: int
+
+    def callbacks(self) -> list[Callback]: ...
 
     def final_metrics(self) -> dict[str, float]: ...
 
@@ -109,6 +111,9 @@ class ClassificationFamily:
             validation_crop_size=t.validation_crop_size,
             augment=cfg.augmentation.name != "none", cache_images=cache, seed=t.random_seed,
         )
+
+    def callbacks(self) -> list[Callback]:
+        return []
 
     def final_metrics(self) -> dict[str, float]:
         result = self.module.last_result

@@ -84,7 +84,7 @@ def _fit_and_save(cfg: RootConfig, family: TaskFamily, run_dir: Path, tracker: R
     best_ckpt = BestCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=primary,
                                mode="max", save_top_k=1, save_last=True,
                                auto_insert_metric_name=False, enable_version_counter=False)
-    callbacks: list[Any] = [history, best_ckpt]
+    callbacks: list[Any] = [history, best_ckpt, *family.callbacks()]
     if reporter is not None:
         callbacks.append(reporter)
     if t.checkpoint_frequency:
