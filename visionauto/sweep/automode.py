@@ -79,14 +79,14 @@ _OBJECT_TABLES: dict[str, dict[bool, tuple]] = {
     "detection": {
         False: (
             ("fasterrcnn_resnet50_fpn", 0.005, 15, "sgd", "Azure's default; COCO weights"),
-            ("yolov5", 0.01, 30, "sgd", "Azure's one-stage default; fast inference"),
+            ("yolov5", 0.002, 30, "adamw", "one-stage, fast inference; AdamW from scratch"),
             ("retinanet_resnet50_fpn", 0.005, 15, "sgd", "one-stage, COCO weights"),
             ("fasterrcnn_efficientnet_lite0_fpn", 0.01, 15, "sgd", "light backbone for CPUs"),
             ("fasterrcnn_resnet50_fpn", 0.01, 25, "sgd", "longer schedule, higher rate"),
         ),
         True: (
             ("fasterrcnn_efficientnet_lite0_fpn", 0.01, 15, "sgd", "ImageNet backbone offline"),
-            ("yolov5", 0.01, 30, "sgd", "one-stage from scratch"),
+            ("yolov5", 0.002, 30, "adamw", "one-stage, AdamW from scratch"),
             ("fasterrcnn_efficientnet_lite0_fpn", 0.02, 25, "sgd", "longer, higher rate"),
             ("retinanet_efficientnet_lite0_fpn", 0.01, 15, "sgd", "one-stage, ImageNet backbone"),
         ),
