@@ -6,6 +6,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import tv_tensors
 
+from visionauto.config.schema import TrainingConfig
 from visionauto.data.yolo_transforms import MosaicDataset
 from visionauto.trial.callbacks import (
     BestCheckpoint,
@@ -13,6 +14,7 @@ from visionauto.trial.callbacks import (
     MetricHistory,
     MosaicSchedule,
 )
+from visionauto.trial.detection_family import mosaic_off_epochs
 from visionauto.trial.families import class_weights
 
 
@@ -101,7 +103,7 @@ def test_class_weights_follow_weighted_loss_modes() -> None:
 
 
 class _Photos:
-    """``load(i)``: 40x60 gray images with one box (a mosaic of them is 32x32)."""
+    """``load(i)``: 40x60 images (pixels = i) with one box; a mosaic of them is 32x32."""
 
     transform = None
 
@@ -162,3 +164,10 @@ def test_mosaic_schedule_with_zero_epochs_keeps_mosaic() -> None:
                       enable_model_summary=False, accelerator="cpu")
     trainer.fit(module, datamodule=data)
     assert module.sizes == [(32, 32)] * 3
+
+
+def test_mosaic_off_epochs_default_is_15_percent_of_the_run() -> None:
+    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=100)) == 15
+    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=2)) == 0
+    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=100, mosaic_off_epochs=0)) == 0
+    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=30, mosaic_off_epochs=10)) == 10
