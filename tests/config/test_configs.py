@@ -80,6 +80,17 @@ def test_yolov5_defaults_to_adamw_unless_told(overrides: list[str], expected: tu
     assert (t.optimizer, t.learning_rate) == expected
 
 
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["training.number_of_epochs=100"], 15),  # 15% of the run
+    (["training.number_of_epochs=2"], 0),
+    (["training.number_of_epochs=100", "training.mosaic_off_epochs=0"], 0),
+    (["training.number_of_epochs=30", "training.mosaic_off_epochs=10"], 10),
+])
+def test_yolov5_mosaic_off_epochs_default(overrides: list[str], expected: int) -> None:
+    t = resolve_defaults(_compose(["task=detection", "model=yolov5", *overrides])).training
+    assert t.mosaic_off_epochs == expected
+
+
 def test_user_values_win_over_model_defaults() -> None:
     t = resolve_defaults(_compose(["model=resnet18", "training.learning_rate=0.2",
                                    "training.number_of_epochs=3"])).training

@@ -6,7 +6,6 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import tv_tensors
 
-from visionauto.config.schema import TrainingConfig
 from visionauto.data.yolo_transforms import MosaicDataset
 from visionauto.trial.callbacks import (
     BestCheckpoint,
@@ -14,7 +13,6 @@ from visionauto.trial.callbacks import (
     MetricHistory,
     MosaicSchedule,
 )
-from visionauto.trial.detection_family import mosaic_off_epochs
 from visionauto.trial.families import class_weights
 
 
@@ -147,27 +145,22 @@ class _SizeRecorder(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def test_mosaic_schedule_turns_mosaic_off_for_the_last_epochs_in_loader_workers() -> None:
+def _fit_mosaic(epochs: int, off_epochs: int) -> tuple[_SizeRecorder, _MosaicData]:
     module, data = _SizeRecorder(), _MosaicData()
-    trainer = Trainer(max_epochs=5, callbacks=[MosaicSchedule(2)], logger=False,
+    trainer = Trainer(max_epochs=epochs, callbacks=[MosaicSchedule(off_epochs)], logger=False,
                       enable_progress_bar=False, enable_checkpointing=False,
                       enable_model_summary=False, accelerator="cpu")
     trainer.fit(module, datamodule=data)
+    return module, data
+
+
+def test_mosaic_schedule_turns_mosaic_off_for_the_last_epochs_in_loader_workers() -> None:
+    module, data = _fit_mosaic(5, 2)
     assert module.sizes == [(32, 32)] * 3 + [(40, 60)] * 2
     assert data.train_dataset.p == 0.0
 
 
 def test_mosaic_schedule_with_zero_epochs_keeps_mosaic() -> None:
-    module, data = _SizeRecorder(), _MosaicData()
-    trainer = Trainer(max_epochs=3, callbacks=[MosaicSchedule(0)], logger=False,
-                      enable_progress_bar=False, enable_checkpointing=False,
-                      enable_model_summary=False, accelerator="cpu")
-    trainer.fit(module, datamodule=data)
+    module, data = _fit_mosaic(3, 0)
     assert module.sizes == [(32, 32)] * 3
-
-
-def test_mosaic_off_epochs_default_is_15_percent_of_the_run() -> None:
-    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=100)) == 15
-    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=2)) == 0
-    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=100, mosaic_off_epochs=0)) == 0
-    assert mosaic_off_epochs(TrainingConfig(number_of_epochs=30, mosaic_off_epochs=10)) == 10
+    assert data.train_dataset.p == 1.0

@@ -13,6 +13,8 @@ from visionauto.models.registry import default_optimizer, get_model_spec, model_
 from visionauto.system import available_cpus
 
 CLASSIFICATION_TASKS = ("classification", "multilabel")
+# yolov5: the share of the epochs at the end that train without mosaic (YOLOX's recipe).
+MOSAIC_OFF_FRACTION = 0.15
 
 
 def resolve_defaults(cfg: RootConfig) -> RootConfig:
@@ -36,6 +38,8 @@ def resolve_defaults(cfg: RootConfig) -> RootConfig:
             setattr(training, key, value)
     if training.box_score_threshold is None:  # yolov5 scores are objectness x class prob
         training.box_score_threshold = 0.1 if cfg.model.name == "yolov5" else 0.3
+    if training.mosaic_off_epochs is None and cfg.model.name == "yolov5":
+        training.mosaic_off_epochs = round(MOSAIC_OFF_FRACTION * training.number_of_epochs)
     if training.number_of_workers is None:
         training.number_of_workers = min(available_cpus(), 8)
     _check_cross_rules(cfg, spec.layer_groups)

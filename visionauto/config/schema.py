@@ -166,7 +166,7 @@ class TrainingConfig:
     model_size: str = "medium"  # small | medium | large | extra_large (xlarge); nano beyond Azure
     multi_scale: bool = False
     # yolov5 beyond Azure: the last N epochs train without mosaic (YOLOX's recipe); None: 15%
-    # of number_of_epochs, 0: mosaic throughout (Azure's behaviour).
+    # of number_of_epochs (resolve_defaults), 0: mosaic throughout (Azure's behaviour).
     mosaic_off_epochs: int | None = None
     # Instance segmentation inference (spec §1.3).
     mask_pixel_score_threshold: float = 0.5

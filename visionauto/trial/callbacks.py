@@ -160,7 +160,7 @@ class MosaicSchedule(Callback):
         if self._p is None:
             self._p = float(dataset.p)
         last_on = (trainer.max_epochs or 0) - self.off_epochs
-        p = 0.0 if self.off_epochs and trainer.current_epoch >= last_on else self._p
+        p = 0.0 if trainer.current_epoch >= last_on else self._p
         if p != dataset.p:
             dataset.p = p
             log.info("epoch %d: mosaic %s", trainer.current_epoch + 1, "on" if p else "off")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback
 
-from visionauto.config.schema import RootConfig, TrainingConfig
+from visionauto.config.schema import RootConfig
 from visionauto.data.datasets import should_cache
 from visionauto.data.detection_datamodule import DetectionDataModule
 from visionauto.data.records import ImageRecord, parse_object_label
@@ -31,7 +31,6 @@ from visionauto.trial.callbacks import MosaicSchedule
 from visionauto.trial.checkpoint import apply_warm_start, load_warm_start
 
 log = logging.getLogger("visionauto.trial")
-MOSAIC_OFF_FRACTION = 0.15
 
 
 def is_yolo(model_name: str) -> bool:
@@ -113,14 +112,6 @@ def backbone_training_options(cfg: RootConfig, *, warm_start: bool) -> dict[str,
     return options
 
 
-def mosaic_off_epochs(training: TrainingConfig) -> int:
-    """Epochs at the end of a yolov5 run without mosaic: ``mosaic_off_epochs``, or 15% of
-    ``number_of_epochs`` (rounded) when unset."""
-    if training.mosaic_off_epochs is not None:
-        return training.mosaic_off_epochs
-    return round(MOSAIC_OFF_FRACTION * (training.number_of_epochs or 0))
-
-
 class DetectionFamily:
     """Object detection (boxes) and instance segmentation (boxes + masks)."""
 
@@ -194,7 +185,7 @@ class DetectionFamily:
 
     def callbacks(self) -> list[Callback]:
         """Trainer callbacks of this family: yolov5's end-of-training mosaic switch-off."""
-        off = mosaic_off_epochs(self.cfg.training) if self.mosaic else 0
+        off = (self.cfg.training.mosaic_off_epochs or 0) if self.mosaic else 0
         return [MosaicSchedule(off)] if off else []
 
     def final_metrics(self) -> dict[str, float]:
