@@ -91,6 +91,29 @@ def test_yolov5_mosaic_off_epochs_default(overrides: list[str], expected: int) -
     assert t.mosaic_off_epochs == expected
 
 
+@pytest.mark.parametrize(("overrides", "frozen", "mosaic_off"), [
+    ([], 4, 0),  # pretrained: stem and stages 0-2 frozen, mosaic to the end
+    (["model.pretrained=false"], None, 4),  # from scratch: nothing frozen, 15% of 30 epochs
+    (["training.layers_to_freeze=0"], 0, 0),
+    (["training.layers_to_freeze=6", "training.mosaic_off_epochs=3"], 6, 3),
+])
+def test_yolov5_efficientnet_lite0_freezes_its_early_stages_when_pretrained(
+        overrides: list[str], frozen: int | None, mosaic_off: int) -> None:
+    cfg = resolve_defaults(_compose(["task=detection", "model=yolov5_efficientnet_lite0",
+                                     *overrides]))
+    t = cfg.training
+    assert (t.layers_to_freeze, t.mosaic_off_epochs) == (frozen, mosaic_off)
+    # The rest of the yolov5 recipe applies to it as well.
+    assert (t.optimizer, t.learning_rate, t.box_score_threshold) == ("adamw", 0.002, 0.1)
+
+
+def test_other_models_freeze_nothing_by_default() -> None:
+    for task, model in (("detection", "yolov5"), ("detection", "fasterrcnn_resnet18_fpn"),
+                        ("classification", "efficientnet_lite0")):
+        assert resolve_defaults(_compose([f"task={task}", f"model={model}"])
+                                ).training.layers_to_freeze is None
+
+
 def test_user_values_win_over_model_defaults() -> None:
     t = resolve_defaults(_compose(["model=resnet18", "training.learning_rate=0.2",
                                    "training.number_of_epochs=3"])).training

@@ -110,6 +110,23 @@ def test_yolov5_trains_with_mosaic(tmp_path: Path, object_sets: dict) -> None:
     _check_boxes(_score(run_dir, data, box_score_threshold=0.0), polygons=False)
 
 
+def test_yolov5_on_the_offline_imagenet_backbone(tmp_path: Path, object_sets: dict) -> None:
+    data = object_sets["detection"]
+    run_dir = tmp_path / "run"
+    result = run_cli("task=detection", f"data.train={data}", f"hydra.run.dir={run_dir}", *SMALL,
+                     "model=yolov5_efficientnet_lite0", "model.pretrained=true",
+                     "training.image_size=64", "training.model_size=nano")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Pretrained (offline ImageNet weights): the stem and stages 0-2 train frozen by default.
+    assert "layers_to_freeze=4: backbone.body.conv_stem., backbone.body.bn1., " in result.stderr
+    assert "layers_to_freeze: 4" in (run_dir / "config.yaml").read_text()
+    assert "in eval mode" not in result.stderr  # Lightning's warning: intended here
+    settings = _check_run(run_dir, "detection", "yolov5_efficientnet_lite0")
+    assert (settings["img_size"], settings["box_score_thresh"]) == (64, 0.1)
+    # The package rebuilds the same backbone from the model name alone.
+    _check_boxes(_score(run_dir, data, box_score_threshold=0.0), polygons=False)
+
+
 def test_tiling_for_yolo_or_segmentation_is_refused(tmp_path: Path, object_sets: dict) -> None:
     result = run_cli("task=instance_segmentation", f"data.train={object_sets['detection']}",
                      "training.tile_grid_size=3x2", f"hydra.run.dir={tmp_path / 'run'}")

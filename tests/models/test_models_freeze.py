@@ -108,3 +108,30 @@ def test_yolov5_backbone_groups_are_the_ten_backbone_layers() -> None:
     assert not any(id(p) in trained for p in detector.model.backbone[0].parameters())
     with pytest.raises(ConfigError, match=r"layers_to_freeze=11 is too large: this model has 10 "):
         freeze_layers(detector.model, "yolov5_backbone", 11)
+
+
+def test_yolov5_efficientnet_lite0_groups_and_frozen_batch_norm_statistics() -> None:
+    detector = create_model("detection", "yolov5_efficientnet_lite0", num_classes=2,
+                            model_size="nano", img_size=64)
+    assert detector.backbone_name == "efficientnet_lite0"
+    assert len(LAYER_GROUPS["yolov5_efficientnet_lite0"]) == 9  # stem, 7 stages, SPPF
+    frozen = freeze_layers(detector.model, get_model_spec(
+        "yolov5_efficientnet_lite0", "detection").layer_groups, 4)
+    assert frozen == ["backbone.body.conv_stem.", "backbone.body.bn1.", "backbone.body.blocks.0.",
+                      "backbone.body.blocks.1.", "backbone.body.blocks.2."]
+    body = detector.model.backbone.body
+    assert not any(p.requires_grad for p in body.blocks[2].parameters())
+    assert all(p.requires_grad for p in body.blocks[3].parameters())
+    # Frozen layers keep their batch-norm statistics in train mode; trainable ones update theirs.
+    detector.train()
+    assert not body.bn1.training and not body.blocks[2][0].bn1.training
+    assert body.blocks[3][0].bn1.training and detector.model.neck.training
+    before_frozen = body.bn1.running_mean.clone()
+    before_trained = body.blocks[3][0].bn1.running_mean.clone()
+    detector.model(torch.rand(2, 3, 64, 64))
+    assert torch.equal(body.bn1.running_mean, before_frozen)
+    assert not torch.equal(body.blocks[3][0].bn1.running_mean, before_trained)
+    detector.eval()
+    assert not body.blocks[3][0].bn1.training
+    with pytest.raises(ConfigError, match=r"layers_to_freeze=10 is too large: this model has 9 "):
+        freeze_layers(detector.model, "yolov5_efficientnet_lite0", 10)

@@ -140,6 +140,7 @@ class TrainingConfig:
     early_stopping: bool = True
     early_stopping_patience: int = 5
     early_stopping_delay: int = 5
+    # None: nothing frozen, except yolov5_efficientnet_lite0 from pretrained weights (4 groups).
     layers_to_freeze: int | None = None
     number_of_workers: int | None = None
     random_seed: int = 47
@@ -166,7 +167,8 @@ class TrainingConfig:
     model_size: str = "medium"  # small | medium | large | extra_large (xlarge); nano beyond Azure
     multi_scale: bool = False
     # yolov5 beyond Azure: the last N epochs train without mosaic (YOLOX's recipe); None: 15%
-    # of number_of_epochs (resolve_defaults), 0: mosaic throughout (Azure's behaviour).
+    # of number_of_epochs from scratch, 0 from pretrained weights (resolve_defaults); 0: mosaic
+    # throughout (Azure's behaviour).
     mosaic_off_epochs: int | None = None
     # Instance segmentation inference (spec §1.3).
     mask_pixel_score_threshold: float = 0.5

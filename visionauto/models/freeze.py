@@ -16,6 +16,8 @@ freezes the same part of the network):
 - ``efficientnet`` (not in Azure's list): ``conv_stem``/``bn1``, then stages ``blocks.0.`` … ``6.``.
 - ``yolov5_backbone``: ``backbone.0.`` … ``backbone.9.`` of our YOLOv5-style network (Azure's
   ``model.0.`` … ``model.9.``: the same ten backbone layers, stem to SPPF).
+- ``yolov5_efficientnet_lite0`` (not in Azure's list): its backbone's ``efficientnet`` groups
+  (stem, stages 0 … 6) then the SPPF.
 
 Prefixes end with a dot so that ``blocks.1.`` does not also freeze ``blocks.10``.
 """
@@ -57,6 +59,9 @@ LAYER_GROUPS: dict[str, list[LayerGroup]] = {
     "vit_large": _vit_groups(24),
     "efficientnet": [("conv_stem.", "bn1.")] + [(f"blocks.{i}.",) for i in range(7)],
     "yolov5_backbone": [(f"backbone.{i}.",) for i in range(10)],
+    "yolov5_efficientnet_lite0": [("backbone.body.conv_stem.", "backbone.body.bn1.")]
+    + [(f"backbone.body.blocks.{i}.",) for i in range(7)]
+    + [("backbone.sppf.",)],
 }
 
 

@@ -36,7 +36,7 @@ CLASSIFICATION_TASKS = ("classification", "multilabel")
 OBJECT_TASKS = ("detection", "instance_segmentation")
 SUPPORTED_TASKS = CLASSIFICATION_TASKS + OBJECT_TASKS
 # Images per forward pass when the caller gives none (Azure: R-CNN 2, yolov5 16).
-OBJECT_BATCH_SIZE = {"yolov5": 16}
+OBJECT_BATCH_SIZE = {"yolov5": 16, "yolov5_efficientnet_lite0": 16}
 OBJECT_DEFAULT_BATCH_SIZE = 2
 # Settings the detector applies itself (the tile_* ones go to the tiling wrapper).
 DETECTOR_SETTINGS = ("min_size", "max_size", "img_size", "box_score_thresh", "nms_iou_thresh",

@@ -23,6 +23,7 @@ from visionauto.data.records import ImageRecord, parse_object_label
 from visionauto.metrics.detection_plots import plot_detections, plot_pr_curves
 from visionauto.metrics.plots import plot_training_curves
 from visionauto.models.freeze import freeze_layers
+from visionauto.models.registry import MODELS, get_model_spec
 from visionauto.packaging.pyfunc import save_model
 from visionauto.packaging.settings import INFERENCE_DEFAULTS, build_settings
 from visionauto.tasks.classification import optim_settings
@@ -34,7 +35,9 @@ log = logging.getLogger("visionauto.trial")
 
 
 def is_yolo(model_name: str) -> bool:
-    return model_name == "yolov5"
+    """Whether a (resolved) model name is one of our YOLOv5-style detectors."""
+    spec = MODELS.get(model_name)
+    return spec is not None and spec.source == "yolo"
 
 
 def inference_settings(cfg: RootConfig) -> dict[str, Any]:
@@ -138,9 +141,10 @@ class DetectionFamily:
             tiling=self.tiling,
         )
         if self.yolo and t.layers_to_freeze:
-            # R-CNN backbones freeze through trainable_backbone_layers (above); YOLO's ten
-            # backbone layers are Azure's yolov5_backbone groups.
-            frozen = freeze_layers(self.module.model.model, "yolov5_backbone", t.layers_to_freeze)
+            # R-CNN backbones freeze through trainable_backbone_layers (above); YOLO's backbone
+            # layers are Azure's yolov5_backbone groups (or efficientnet_lite0's stem and stages).
+            groups = get_model_spec(cfg.model.name, task).layer_groups
+            frozen = freeze_layers(self.module.model.model, groups, t.layers_to_freeze)
             log.info("layers_to_freeze=%d: %s frozen", t.layers_to_freeze, ", ".join(frozen))
         if warm is not None:
             fresh = apply_warm_start(self.detector, warm, model_name=cfg.model.name,

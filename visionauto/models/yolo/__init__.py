@@ -4,7 +4,8 @@ Written from the papers: CSPNet / YOLOv4 / Scaled-YOLOv4 (CSP backbone, SPP, PAN
 depth/width scaling, mosaic), YOLOv3 (anchors), CIoU (Zheng et al.). Azure's ``yolov5`` options
 map onto it (spec §1.4): ``model_size``, ``img_size``, ``multi_scale``, ``box_score_thresh``,
 ``nms_iou_thresh``. It has no COCO-pretrained weights, so on small datasets expect lower accuracy
-than Azure's COCO-pretrained YOLOv5; the ``efficientnet_lite0`` backbone starts from ImageNet.
+than Azure's COCO-pretrained YOLOv5; the ``efficientnet_lite0`` backbone (catalog name
+``yolov5_efficientnet_lite0``) starts from ImageNet weights that ship with the install.
 """
 
 from __future__ import annotations

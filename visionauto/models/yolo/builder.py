@@ -75,8 +75,8 @@ def build_yolov5(
         raise ModelError(
             "yolov5 with the CSP backbone has no pretrained weights: the original YOLOv5 COCO "
             "weights are AGPL-3.0 and are not used, and no ImageNet weights exist offline. Fix: "
-            "set model.pretrained=false (train from scratch), or model.backbone="
-            "efficientnet_lite0 (ImageNet weights ship with the install), or "
+            "set model.pretrained=false (train from scratch), or model=yolov5_efficientnet_lite0 "
+            "(its ImageNet weights ship with the install), or "
             "model.weights_path=<a yolov5 checkpoint trained with visionauto>."
         )
     detector = YoloDetector(

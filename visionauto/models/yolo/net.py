@@ -211,5 +211,18 @@ class YoloNet(nn.Module):
         self.neck = PANNeck(self.backbone.out_channels, size)
         self.head = DetectHead(self.neck.out_channels, num_classes)
 
+    def train(self, mode: bool = True) -> YoloNet:
+        """Like ``nn.Module.train``, but batch norms whose parameters are frozen
+        (``layers_to_freeze``) stay in eval mode: frozen layers keep their running statistics
+        instead of normalising with (mosaic) batch statistics they cannot adapt to."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()
+                ):
+                    module.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.head(self.neck(self.backbone(x)))
