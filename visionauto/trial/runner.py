@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,10 @@ def _fit_and_save(cfg: RootConfig, family: TaskFamily, run_dir: Path, tracker: R
     log.info("training %s on %d images (%d validation), %d threads, %d loader workers",
              cfg.model.name, family.n_train, family.n_val, threads, t.number_of_workers)
     start = time.perf_counter()
-    trainer.fit(family.module, datamodule=family.datamodule)
+    with warnings.catch_warnings():
+        # Modules in eval mode on purpose: yolov5's EMA copy and frozen batch norms.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(family.module, datamodule=family.datamodule)
     train_seconds = time.perf_counter() - start
     if trainer.interrupted:
         log.warning("training interrupted; evaluating the best checkpoint saved so far")
