@@ -38,6 +38,7 @@ bench-detection: $(STAMP)
 	$(PY) scripts/bench_detection.py
 	$(PY) scripts/bench_detection.py --model yolov5 --epochs 85 training.model_size=small trainer.precision=bf16-mixed
 	$(PY) scripts/bench_detection.py --model yolov5 --epochs 170 training.model_size=nano trainer.precision=bf16-mixed
+	$(PY) scripts/bench_detection.py --model yolov5_efficientnet_lite0 --epochs 55 training.model_size=small trainer.precision=bf16-mixed
 	$(PY) scripts/bench_segmentation.py
 
 bench-explain: $(STAMP)

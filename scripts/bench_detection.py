@@ -9,6 +9,8 @@ what a user gets. Prints one table row per run.
     python scripts/bench_detection.py                      # fridge, fasterrcnn_efficientnet_lite0_fpn
     python scripts/bench_detection.py --model yolov5 --epochs 85 training.model_size=small \
         trainer.precision=bf16-mixed                       # bf16: CPUs with AVX512-BF16 / AMX
+    python scripts/bench_detection.py --model yolov5_efficientnet_lite0 --epochs 55 \
+        training.model_size=small trainer.precision=bf16-mixed   # ImageNet backbone, offline
     python scripts/bench_detection.py --dataset bccd --minutes 10
 """
 
