@@ -79,7 +79,7 @@ def _squares() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
 def test_catalog_detectors_follow_azure() -> None:
     detection = [n for n, s in MODELS.items() if s.tasks == ("detection",)]
     segmentation = [n for n, s in MODELS.items() if s.tasks == ("instance_segmentation",)]
-    assert detection == [*DETECTION_CATALOG, "yolov5"]
+    assert detection == [*DETECTION_CATALOG, "yolov5", "yolov5_efficientnet_lite0"]
     assert segmentation == SEGMENTATION_CATALOG
     spec = MODELS["fasterrcnn_resnet101_fpn"]
     assert (spec.source, spec.builder_name, spec.backbone, spec.backbone_source) == (
@@ -87,6 +87,10 @@ def test_catalog_detectors_follow_azure() -> None:
     assert (spec.layer_groups, spec.image_size) == (None, 600)
     yolo = MODELS["yolov5"]
     assert (yolo.source, yolo.builder_name, yolo.image_size) == ("yolo", "yolov5", 640)
+    assert (yolo.backbone, yolo.layer_groups) == ("csp", "yolov5_backbone")
+    lite = MODELS["yolov5_efficientnet_lite0"]
+    assert (lite.source, lite.builder_name, lite.backbone, lite.layer_groups) == (
+        "yolo", "yolov5", "efficientnet_lite0", "yolov5_efficientnet_lite0")
 
 
 @pytest.mark.parametrize(
@@ -120,7 +124,8 @@ def test_wrong_task_lists_the_task_models() -> None:
         ModelError,
         match=r"Model 'maskrcnn_resnet50_fpn' cannot be used for task=detection: it supports "
         r"instance_segmentation\. Models for detection: fasterrcnn_resnet18_fpn, .*"
-        r"retinanet_resnet50_fpn, yolov5; or any backbone as fasterrcnn_<backbone>_fpn",
+        r"retinanet_resnet50_fpn, yolov5, yolov5_efficientnet_lite0; or any backbone as "
+        r"fasterrcnn_<backbone>_fpn",
     ):
         get_model_spec("maskrcnn_resnet50_fpn", "detection")
     with pytest.raises(ModelError, match=r"Models for instance_segmentation: maskrcnn_resnet18_fpn"):
@@ -187,7 +192,12 @@ def test_yolov5_is_built_by_the_yolo_module(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "visionauto.models.yolo", fake)
     model = create_model("detection", "yolov5", num_classes=3, model_size="small", img_size=None)
     assert model == "yolo-model"
-    assert calls == [(3, {"pretrained": False, "weights_path": None, "model_size": "small"})]
+    assert calls == [(3, {"backbone": "csp", "pretrained": False, "weights_path": None,
+                          "model_size": "small"})]
+    # The backbone comes from the name.
+    create_model("detection", "yolov5_efficientnet_lite0", num_classes=2, pretrained=True)
+    assert calls[1] == (2, {"backbone": "efficientnet_lite0", "pretrained": True,
+                            "weights_path": None})
 
 
 # ------------------------------------------------------------------------------ contract
