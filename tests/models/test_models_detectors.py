@@ -12,6 +12,7 @@ import torchvision
 from visionauto.errors import ConfigError, ModelError
 from visionauto.models import MODELS, create_model, get_model_spec, model_defaults
 from visionauto.models.detectors import Detector, TorchvisionDetector
+from visionauto.models.registry import is_yolo
 
 # Small enough for 2 shared CPU cores: 96-128 px inputs, few proposals.
 RCNN_SMALL = {
@@ -88,6 +89,8 @@ def test_catalog_detectors_follow_azure() -> None:
     yolo = MODELS["yolov5"]
     assert (yolo.source, yolo.builder_name, yolo.image_size) == ("yolo", "yolov5", 640)
     assert (yolo.backbone, yolo.layer_groups) == ("csp", "yolov5_backbone")
+    assert is_yolo("yolov5") and is_yolo("yolov5_efficientnet_lite0")
+    assert not is_yolo("fasterrcnn_resnet50_fpn") and not is_yolo("fasterrcnn_convnext_atto_fpn")
     lite = MODELS["yolov5_efficientnet_lite0"]
     assert (lite.source, lite.builder_name, lite.backbone, lite.layer_groups) == (
         "yolo", "yolov5", "efficientnet_lite0", "yolov5_efficientnet_lite0")

@@ -315,6 +315,12 @@ def default_optimizer(task: str, name: str, optimizer: str | None) -> tuple[str,
     return optimizer, _ADAM_LEARNING_RATES.get(spec.source) if adam else None
 
 
+def is_yolo(name: str) -> bool:
+    """Whether ``name`` is one of our YOLOv5-style detectors (``yolov5``, ``yolov5_<backbone>``)."""
+    spec = MODELS.get(name)
+    return spec is not None and spec.source == "yolo"
+
+
 def default_layers_to_freeze(task: str, name: str, pretrained: bool) -> int | None:
     """``layers_to_freeze`` of a run that sets none: a model-specific count when it starts from
     pretrained weights (see ``_PRETRAINED_FROZEN_GROUPS``), else None (nothing frozen).

@@ -36,7 +36,7 @@ CLASSIFICATION_TASKS = ("classification", "multilabel")
 OBJECT_TASKS = ("detection", "instance_segmentation")
 SUPPORTED_TASKS = CLASSIFICATION_TASKS + OBJECT_TASKS
 # Images per forward pass when the caller gives none (Azure: R-CNN 2, yolov5 16).
-OBJECT_BATCH_SIZE = {"yolov5": 16, "yolov5_efficientnet_lite0": 16}
+YOLO_BATCH_SIZE = 16
 OBJECT_DEFAULT_BATCH_SIZE = 2
 # Settings the detector applies itself (the tile_* ones go to the tiling wrapper).
 DETECTOR_SETTINGS = ("min_size", "max_size", "img_size", "box_score_thresh", "nms_iou_thresh",
@@ -148,7 +148,10 @@ class Predictor:
     @property
     def default_batch_size(self) -> int:
         if self.task in OBJECT_TASKS:
-            return OBJECT_BATCH_SIZE.get(self.settings["model_name"], OBJECT_DEFAULT_BATCH_SIZE)
+            from visionauto.models.registry import is_yolo
+
+            yolo = is_yolo(self.settings["model_name"])
+            return YOLO_BATCH_SIZE if yolo else OBJECT_DEFAULT_BATCH_SIZE
         return DEFAULT_BATCH_SIZE
 
     def detector_for(self, settings: dict[str, Any]) -> nn.Module:

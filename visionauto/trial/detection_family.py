@@ -23,7 +23,7 @@ from visionauto.data.records import ImageRecord, parse_object_label
 from visionauto.metrics.detection_plots import plot_detections, plot_pr_curves
 from visionauto.metrics.plots import plot_training_curves
 from visionauto.models.freeze import freeze_layers
-from visionauto.models.registry import MODELS, get_model_spec
+from visionauto.models.registry import get_model_spec, is_yolo
 from visionauto.packaging.pyfunc import save_model
 from visionauto.packaging.settings import INFERENCE_DEFAULTS, build_settings
 from visionauto.tasks.classification import optim_settings
@@ -32,12 +32,6 @@ from visionauto.trial.callbacks import MosaicSchedule
 from visionauto.trial.checkpoint import apply_warm_start, load_warm_start
 
 log = logging.getLogger("visionauto.trial")
-
-
-def is_yolo(model_name: str) -> bool:
-    """Whether a (resolved) model name is one of our YOLOv5-style detectors."""
-    spec = MODELS.get(model_name)
-    return spec is not None and spec.source == "yolo"
 
 
 def inference_settings(cfg: RootConfig) -> dict[str, Any]:
